@@ -1,0 +1,479 @@
+//! One process instance: start-up as the format's glue runs it, then `handle(msg, env)` calls.
+//!
+//! The call protocol (ao-loader `index.cjs` + the glue's `ccall`): refill the gas tank, save the
+//! stack, allocate each argument string on the wasm stack (formats 1/2: `4 × UTF-16 length + 1`
+//! bytes; formats 4/wasm64: `UTF-8 length + 1`), call `handle`, serve any asyncify suspension,
+//! decode the returned C string, restore the stack, parse `{ok, response}`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use wasmtime::{Func, Store, Val};
+
+use super::format::Dialect;
+use super::host::{AsyncState, DEFAULT_GAS_LIMIT, GlueExports, HostState, HostTrap, Limits, PendingAsync};
+use super::jsjson;
+use super::weavedrive::WeaveDrive;
+use super::{Engine, EngineError, LoadedModule};
+
+/// Stack cookie words the glue writes at the stack end (`writeStackCookie`).
+const COOKIE1: u32 = 0x0213_5467;
+const COOKIE2: u32 = 0x89BA_CDFE;
+const COOKIE0: u32 = 0x6373_6d65;
+/// Longest result string accepted from `handle`.
+pub const MAX_RESULT_BYTES: usize = 256 * 1024 * 1024;
+/// Most asyncify suspensions one call may make.
+pub const MAX_ASYNC_SUSPENSIONS: u32 = 100_000;
+
+/// Per-process settings.
+#[derive(Clone)]
+pub struct ProcessOptions {
+    /// Linear memory may not grow past this (bytes); capped by the engine's slot size.
+    pub memory_limit: u64,
+    /// Gas limit of one call (`Compute-Limit`).
+    pub compute_limit: u64,
+    /// Arweave data for WeaveDrive formats.
+    pub weavedrive: Option<Arc<dyn WeaveDrive>>,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions { memory_limit: 1 << 30, compute_limit: DEFAULT_GAS_LIMIT, weavedrive: None }
+    }
+}
+
+/// What one call cost; the server bills on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accounting {
+    pub gas: u64,
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub memory_bytes: u64,
+}
+
+/// The outcome of `handle`.
+#[derive(Debug, Clone)]
+pub struct HandleOutcome {
+    /// The result fields (without `Memory`), in the reference's order, or the text it threw.
+    pub result: Result<Map<String, Value>, String>,
+    pub accounting: Accounting,
+}
+
+impl HandleOutcome {
+    /// True when the CU must roll the memory back (thrown, or a result with `Error` set).
+    pub fn failed(&self) -> bool {
+        match &self.result {
+            Err(_) => true,
+            Ok(m) => matches!(m.get("Error"), Some(v) if !v.is_null() && v != &Value::String(String::new())),
+        }
+    }
+}
+
+/// A live process.
+pub struct Instance {
+    store: Store<HostState>,
+    handle: Func,
+    dialect: Dialect,
+    deadline_ticks: u64,
+    module: Arc<LoadedModule>,
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Text of an error that stopped a call, as the reference's `e.message` would read.
+pub fn error_text(e: &wasmtime::Error) -> String {
+    if let Some(t) = e.downcast_ref::<HostTrap>() {
+        return t.to_string();
+    }
+    if let Some(code) = e.downcast_ref::<wasmtime::Trap>() {
+        use wasmtime::Trap::*;
+        return match code {
+            Interrupt => "evaluation deadline exceeded".into(),
+            StackOverflow => "Maximum call stack size exceeded".into(),
+            MemoryOutOfBounds | HeapMisaligned => "memory access out of bounds".into(),
+            TableOutOfBounds => "table index is out of bounds".into(),
+            IndirectCallToNull => "null function or function signature mismatch".into(),
+            BadSignature => "null function or function signature mismatch".into(),
+            IntegerOverflow => "divide result unrepresentable".into(),
+            IntegerDivisionByZero => "divide by zero".into(),
+            BadConversionToInteger => "float unrepresentable in integer range".into(),
+            UnreachableCodeReached => "unreachable".into(),
+            other => other.to_string(),
+        };
+    }
+    format!("{e:#}")
+}
+
+impl Instance {
+    pub(crate) fn new(engine: &Engine, module: Arc<LoadedModule>, opts: ProcessOptions) -> Result<Self, EngineError> {
+        let format = module.format;
+        let limits = Limits {
+            memory_bytes: opts.memory_limit.min(engine.config.max_memory_bytes),
+            table_elements: engine.config.max_table_elements as usize,
+        };
+        let state = HostState::new(format, opts.compute_limit, limits, opts.weavedrive.clone());
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline_ticks = (engine.config.deadline.as_millis() / super::EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(deadline_ticks);
+        store.epoch_deadline_trap();
+        let inst = module.pre.instantiate(&mut store).map_err(|e| EngineError::Instantiate(error_text(&e)))?;
+        let dialect = format.dialect();
+        let get = |store: &mut Store<HostState>, names: &[&str]| names.iter().find_map(|n| inst.get_func(&mut *store, n));
+        let e1 = dialect == Dialect::E1;
+        let exports = GlueExports {
+            memory: inst.get_memory(&mut store, if e1 { "E" } else { "memory" }),
+            table: inst.get_table(&mut store, if e1 { "I" } else { "__indirect_function_table" }),
+            malloc: get(&mut store, if e1 { &["J"] } else { &["malloc"] }),
+            free: get(&mut store, &["free"]),
+            stack_save: get(&mut store, if e1 { &["M"] } else { &["stackSave", "emscripten_stack_get_current"] }),
+            stack_restore: get(&mut store, if e1 { &["N"] } else { &["stackRestore", "_emscripten_stack_restore"] }),
+            stack_alloc: get(&mut store, if e1 { &["O"] } else { &["stackAlloc", "_emscripten_stack_alloc"] }),
+            set_threw: get(&mut store, if e1 { &["L"] } else { &["setThrew"] }),
+            errno_location: get(&mut store, if e1 { &["K"] } else { &["__errno_location"] }),
+            asyncify_start_unwind: get(&mut store, &["asyncify_start_unwind"]),
+            asyncify_stop_unwind: get(&mut store, &["asyncify_stop_unwind"]),
+            asyncify_start_rewind: get(&mut store, &["asyncify_start_rewind"]),
+            asyncify_stop_rewind: get(&mut store, &["asyncify_stop_rewind"]),
+        };
+        let missing = |what: &str| EngineError::Link(format!("module does not export {what}"));
+        if exports.memory.is_none() {
+            return Err(missing("its memory"));
+        }
+        for (f, n) in [(&exports.stack_save, "stackSave"), (&exports.stack_restore, "stackRestore"), (&exports.stack_alloc, "stackAlloc")] {
+            if f.is_none() {
+                return Err(missing(n));
+            }
+        }
+        let handle = get(&mut store, if e1 { &["G"] } else { &["handle"] }).ok_or_else(|| missing("handle"))?;
+        store.data_mut().exports = exports;
+        let mut me = Instance { store, handle, dialect, deadline_ticks, module };
+        me.start_up(&inst).map_err(|e| EngineError::Startup(error_text(&e)))?;
+        Ok(me)
+    }
+
+    fn func(&mut self, inst: &wasmtime::Instance, name: &str) -> Option<Func> {
+        inst.get_func(&mut self.store, name)
+    }
+
+    fn call(&mut self, f: Func, args: &[Val]) -> wasmtime::Result<i64> {
+        let ty = f.ty(&self.store);
+        let args = super::host::coerce_args(&ty, args);
+        let mut res = vec![Val::I32(0); ty.results().len()];
+        f.call(&mut self.store, &args, &mut res)?;
+        Ok(res.first().map(|v| match v {
+            Val::I32(x) => *x as u32 as i64,
+            Val::I64(x) => *x,
+            _ => 0,
+        })
+        .unwrap_or(0))
+    }
+
+    fn ptr(&self, v: u64) -> Val {
+        if self.dialect == Dialect::W64 { Val::I64(v as i64) } else { Val::I32(v as i32) }
+    }
+
+    fn mem(&self) -> wasmtime::Memory {
+        self.store.data().exports.memory.expect("checked at instantiation")
+    }
+
+    /// `writeStackCookie` / `checkStackCookie` of the glue.
+    fn stack_cookie(&mut self, inst: &wasmtime::Instance, write: bool) -> wasmtime::Result<()> {
+        let Some(get_end) = self.func(inst, "emscripten_stack_get_end") else { return Ok(()) };
+        let mut max = self.call(get_end, &[])? as u64;
+        if max == 0 && self.dialect != Dialect::E2 {
+            max += 4;
+        }
+        let mem = self.mem();
+        let data = mem.data_mut(&mut self.store);
+        let at = |d: &[u8], p: u64| -> Option<u32> { d.get(p as usize..p as usize + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())) };
+        if write {
+            let (a, b) = (max as usize, max as usize + 4);
+            if b + 4 > data.len() {
+                return Err(wasmtime::Error::new(HostTrap::OutOfBounds));
+            }
+            data[a..a + 4].copy_from_slice(&COOKIE1.to_le_bytes());
+            data[b..b + 4].copy_from_slice(&COOKIE2.to_le_bytes());
+            data[0..4].copy_from_slice(&COOKIE0.to_le_bytes());
+            return Ok(());
+        }
+        let (c1, c2) = (at(data, max).unwrap_or(0), at(data, max + 4).unwrap_or(0));
+        if c1 != COOKIE1 || c2 != COOKIE2 {
+            return Err(wasmtime::Error::new(HostTrap::Abort(format!(
+                "Aborted(Stack overflow! Stack cookie has been overwritten at 0x{max:x}, expected hex dwords 0x89BACDFE and 0x2135467, but received 0x{c2:x} 0x{c1:x})"
+            ))));
+        }
+        if at(data, 0) != Some(COOKIE0) {
+            return Err(wasmtime::Error::new(HostTrap::Abort(
+                "Aborted(Runtime error: The application has corrupted its heap memory area (address zero)!)".into(),
+            )));
+        }
+        Ok(())
+    }
+
+    fn start_up(&mut self, inst: &wasmtime::Instance) -> wasmtime::Result<()> {
+        let d = self.dialect;
+        if d == Dialect::E1 {
+            let ctors = self.func(inst, "F").ok_or_else(|| wasmtime::format_err!("module does not export F (constructors)"))?;
+            self.call(ctors, &[])?;
+            if let Some(main) = self.func(inst, "H") {
+                self.call(main, &[Val::I32(0), Val::I32(0)])?;
+            }
+            return Ok(());
+        }
+        if let Some(init) = self.func(inst, "emscripten_stack_init") {
+            self.call(init, &[])?;
+        }
+        self.stack_cookie(inst, true)?;
+        self.stack_cookie(inst, false)?;
+        if let Some(ctors) = self.func(inst, "__wasm_call_ctors") {
+            self.call(ctors, &[])?;
+        }
+        if d == Dialect::E2 {
+            self.stack_cookie(inst, false)?;
+            if let Some(main) = self.func(inst, "main") {
+                // callMain(["thisProgram"]): argv array, then the string, on the wasm stack.
+                const PROGRAM: &str = "thisProgram";
+                let alloc = self.store.data().exports.stack_alloc.expect("checked");
+                let argv = self.call(alloc, &[self.ptr(8)])? as u64;
+                let s = self.call(alloc, &[self.ptr(PROGRAM.len() as u64 + 1)])? as u64;
+                let mem = self.mem();
+                let data = mem.data_mut(&mut self.store);
+                let w = |data: &mut [u8], p: u64, b: &[u8]| -> wasmtime::Result<()> {
+                    data.get_mut(p as usize..p as usize + b.len()).ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?.copy_from_slice(b);
+                    Ok(())
+                };
+                w(data, s, PROGRAM.as_bytes())?;
+                w(data, s + PROGRAM.len() as u64, &[0])?;
+                w(data, argv, &(s as u32).to_le_bytes())?;
+                w(data, argv + 4, &0u32.to_le_bytes())?;
+                let argv_v = self.ptr(argv);
+                self.call(main, &[Val::I32(1), argv_v])?;
+                if let Some(fflush) = self.func(inst, "fflush") {
+                    let z = self.ptr(0);
+                    self.call(fflush, &[z])?;
+                }
+            }
+        }
+        self.stack_cookie(inst, false)?;
+        self.stack_cookie(inst, false)?;
+        Ok(())
+    }
+
+    /// The size of linear memory in bytes.
+    pub fn memory_len(&self) -> u64 {
+        self.mem().data_size(&self.store) as u64
+    }
+
+    /// Linear memory, borrowed (no copy).
+    pub fn memory(&self) -> &[u8] {
+        self.mem().data(&self.store)
+    }
+
+    /// A copy of linear memory (checkpoints, dry-run forks).
+    pub fn memory_image(&self) -> Vec<u8> {
+        self.memory().to_vec()
+    }
+
+    /// The module this instance runs.
+    pub fn module(&self) -> &Arc<LoadedModule> {
+        &self.module
+    }
+
+    /// Loads a saved memory image: grows memory by the glue's heap-resize rule when the image is
+    /// larger, then copies the image over the start of memory (the reference's behaviour).
+    pub fn restore(&mut self, image: &[u8]) -> Result<(), EngineError> {
+        let max = self.store.data().limits.memory_bytes.min(self.store.data().heap_max());
+        if image.len() as u64 > max {
+            return Err(EngineError::BadImage(format!("image is {} bytes; this process may have at most {max}", image.len())));
+        }
+        if (image.len() as u64) < 65536 || image.len() % 65536 != 0 {
+            return Err(EngineError::BadImage(format!("image is {} bytes, not a whole number of 64 KiB pages", image.len())));
+        }
+        let old = self.memory_len();
+        if old < image.len() as u64 {
+            let requested = image.len() as u64;
+            let mut grown = false;
+            for cut_down in [1.0f64, 2.0, 4.0] {
+                let over = (old as f64 * (1.0 + 0.2 / cut_down)).min((requested + 100_663_296) as f64);
+                let target = (requested as f64).max(over);
+                let aligned = target + (65536.0 - target % 65536.0) % 65536.0;
+                let new_size = (self.store.data().heap_max() as f64).min(aligned) as u64;
+                let mem = self.mem();
+                if mem.grow(&mut self.store, (new_size.saturating_sub(old) + 65535) / 65536).is_ok() {
+                    grown = true;
+                    break;
+                }
+            }
+            if !grown {
+                return Err(EngineError::BadImage(format!("cannot grow memory to {requested} bytes")));
+            }
+        }
+        let mem = self.mem();
+        mem.data_mut(&mut self.store)[..image.len()].copy_from_slice(image);
+        Ok(())
+    }
+
+    /// Runs `handle(msg, env)` once.
+    pub fn handle(&mut self, msg: &Value, env: &Value) -> HandleOutcome {
+        let wall0 = Instant::now();
+        let cpu0 = thread_cpu();
+        {
+            let st = self.store.data_mut();
+            st.gas_used = 0;
+            st.block_height = msg.get("Block-Height").and_then(Value::as_i64);
+            st.random_seed = msg.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+            st.random_counter = 0;
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = self.handle_inner(msg, env).map_err(|e| error_text(&e)).and_then(|r| r);
+        HandleOutcome {
+            result,
+            accounting: Accounting {
+                gas: self.store.data().gas_used,
+                wall: wall0.elapsed(),
+                cpu: thread_cpu().saturating_sub(cpu0),
+                memory_bytes: self.memory_len(),
+            },
+        }
+    }
+
+    fn handle_inner(&mut self, msg: &Value, env: &Value) -> wasmtime::Result<Result<Map<String, Value>, String>> {
+        let ex = self.store.data().exports.clone();
+        let (save, restore, alloc) = (ex.stack_save.expect("checked"), ex.stack_restore.expect("checked"), ex.stack_alloc.expect("checked"));
+        let sp = self.call(save, &[])?;
+        let mut ptrs = [0u64; 2];
+        for (i, v) in [msg, env].into_iter().enumerate() {
+            let text = jsjson::stringify(v);
+            let size = match self.dialect {
+                Dialect::E1 | Dialect::E2 => 4 * jsjson::utf16_len(&text) as u64 + 1,
+                _ => text.len() as u64 + 1,
+            };
+            let p = self.call(alloc, &[self.ptr(size)])? as u64;
+            let mem = self.mem();
+            let data = mem.data_mut(&mut self.store);
+            let dst = data
+                .get_mut(p as usize..p as usize + text.len() + 1)
+                .ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?;
+            dst[..text.len()].copy_from_slice(text.as_bytes());
+            dst[text.len()] = 0;
+            ptrs[i] = p;
+        }
+        let args = [self.ptr(ptrs[0]), self.ptr(ptrs[1])];
+        let mut ret = self.call(self.handle, &args)?;
+        let mut suspensions = 0;
+        while self.store.data().asyncify.state == AsyncState::Unwinding {
+            suspensions += 1;
+            if suspensions > MAX_ASYNC_SUSPENSIONS {
+                wasmtime::bail!("more than {MAX_ASYNC_SUSPENSIONS} asynchronous reads in one message");
+            }
+            // The format 4 glue rewinds with `handle()` (arguments undefined → 0); the wasm64
+            // glue replays the original arguments.
+            let rewind_args = if self.dialect == Dialect::W64 { args.clone() } else { [self.ptr(0), self.ptr(0)] };
+            ret = self.resume(&ex, &rewind_args)?;
+        }
+        let text = {
+            let data = self.memory();
+            let start = usize::try_from(ret).ok().filter(|s| *s < data.len()).ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?;
+            let tail = &data[start..data.len().min(start + MAX_RESULT_BYTES)];
+            let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
+            String::from_utf8_lossy(&tail[..end]).into_owned()
+        };
+        let spv = if self.dialect == Dialect::W64 { Val::I64(sp) } else { Val::I32(sp as i32) };
+        self.call(restore, &[spv])?;
+        Ok(parse_response(&text))
+    }
+
+    /// Serves the suspended asyncify import and rewinds into `handle`.
+    fn resume(&mut self, ex: &GlueExports, args: &[Val]) -> wasmtime::Result<i64> {
+        let stop = ex.asyncify_stop_unwind.ok_or_else(|| wasmtime::format_err!("module does not export asyncify_stop_unwind"))?;
+        self.call(stop, &[])?;
+        let pending = self.store.data_mut().asyncify.pending.take();
+        let drive = self.store.data().weavedrive.clone();
+        let height = self.store.data().block_height;
+        let value = match (pending, drive) {
+            (Some(PendingAsync::Open { path, .. }), Some(d)) => d.open(&path, height),
+            (Some(PendingAsync::Read { fd, dst, len }), Some(d)) => {
+                let bytes = d.read(fd, len.min(super::weavedrive::MAX_READ_BYTES));
+                let mem = self.mem();
+                let data = mem.data_mut(&mut self.store);
+                let n = bytes.len();
+                data.get_mut(dst as usize..dst as usize + n).ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?.copy_from_slice(&bytes);
+                n as i64
+            }
+            (Some(PendingAsync::Close { fd }), Some(d)) => {
+                d.close(fd);
+                0
+            }
+            _ => 0, // no drive: `open` resolves to null
+        };
+        let data = self.store.data().asyncify.data.ok_or_else(|| wasmtime::format_err!("asyncify: no data buffer"))?;
+        {
+            let st = self.store.data_mut();
+            st.asyncify.return_value = value;
+            st.asyncify.state = AsyncState::Rewinding;
+        }
+        let start = ex.asyncify_start_rewind.ok_or_else(|| wasmtime::format_err!("module does not export asyncify_start_rewind"))?;
+        self.call(start, &[self.ptr(data)])?;
+        self.call(self.handle, args)
+    }
+}
+
+/// Parses the module's `{"ok": …, "response": …}` into the reference's result object.
+fn parse_response(text: &str) -> Result<Map<String, Value>, String> {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Err(format!("Unexpected token in JSON from handle: {e}")),
+    };
+    let ok = matches!(v.get("ok"), Some(Value::Bool(true)));
+    let response = v.get("response").cloned().unwrap_or(Value::Null);
+    if !ok {
+        return Err(thrown_text(&response));
+    }
+    let mut out = Map::new();
+    for key in ["Error", "Output", "Messages", "Spawns", "Assignments"] {
+        if let Some(val) = response.get(key) {
+            out.insert(key.to_string(), val.clone());
+        }
+    }
+    let patches = match response.get("Patches") {
+        Some(p) if truthy(p) => p.clone(),
+        _ => Value::Array(Vec::new()),
+    };
+    out.insert("Patches".into(), patches);
+    Ok(out)
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+/// `String((e && e.message) || e)` for a thrown response.
+fn thrown_text(v: &Value) -> String {
+    if let Some(m) = v.get("message").filter(|m| truthy(m)) {
+        return js_string(m);
+    }
+    js_string(v)
+}
+
+fn js_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        Value::Object(_) => "[object Object]".into(),
+        Value::Array(a) => a.iter().map(|x| if x.is_null() { String::new() } else { js_string(x) }).collect::<Vec<_>>().join(","),
+        other => jsjson::stringify(other),
+    }
+}

@@ -1,0 +1,6 @@
+//! metalcu: an ao Compute Unit for bare metal.
+//!
+//! - [`engine`]: runs ao modules in wasmtime, byte-exact with the reference host;
+//! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`).
+pub mod engine;
+pub mod eval;

@@ -1,0 +1,102 @@
+//! The `metalcu` command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use metalcu::engine::{Engine, EngineConfig, ModuleFormat, ProcessOptions};
+use metalcu::eval::{Replay, open_out, read_steps};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "metalcu", version, about = "An ao Compute Unit for bare metal")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay a message log through the engine; one output line per step in the goldens' schema.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The module binary (.wasm).
+    #[arg(long)]
+    module: PathBuf,
+    /// Its Module-Format, e.g. wasm32-unknown-emscripten2.
+    #[arg(long)]
+    format: String,
+    /// Memory-Limit in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    memory_limit: u64,
+    /// Compute-Limit (gas per message).
+    #[arg(long, default_value_t = 9_000_000_000_000)]
+    compute_limit: u64,
+    /// Input: one JSON object per line with `msg` and `env` (a goldens file is valid input).
+    #[arg(long)]
+    messages: PathBuf,
+    /// A memory image to start from.
+    #[arg(long)]
+    memory: Option<PathBuf>,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory for compiled modules (default: none).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let format: ModuleFormat = a.format.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    let wasm = std::fs::read(&a.module).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", a.module.display()))?;
+    let steps = read_steps(&a.messages)?;
+    let initial = match &a.memory {
+        Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", p.display()))?),
+        None => None,
+    };
+    let config = EngineConfig {
+        max_memory_bytes: a.memory_limit.clamp(1 << 24, 16 << 30),
+        pool_slots: 4,
+        cache_dir: a.cache_dir.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config)?;
+    let module = engine.load(&wasm, format).map_err(|e| anyhow::anyhow!("{}: {e}", a.module.display()))?;
+    let opts = ProcessOptions { memory_limit: a.memory_limit, compute_limit: a.compute_limit, weavedrive: None };
+    let replay = Replay { engine: &engine, module, opts };
+    let mut out = open_out(a.out.as_ref())?;
+    let bar = (steps.len() > 20 && std::io::stderr().is_terminal()).then(|| indicatif::ProgressBar::new(steps.len() as u64));
+    replay.run(&steps, initial, |_, line| {
+        writeln!(out, "{line}")?;
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+        Ok(())
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Eval(a) => eval(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("metalcu: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
