@@ -1,1 +1,137 @@
-fn main() {}
+//! Engine benchmarks (criterion): compile (cold and from the disk cache), instantiate from the
+//! pool, restore aos1/aos2 images, and warm `handle` calls for aos1/aos2 Eval, sqlite, wasm64 and
+//! the happy process. Needs `../shared` (or `$METALCU_SHARED`); PERF.md records the figures.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use metalcu::engine::{Engine, EngineConfig, Instance, ModuleFormat, ProcessOptions};
+use serde_json::{Value, json};
+
+fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("METALCU_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    dir.join("fixtures/modules").is_dir().then_some(dir)
+}
+
+/// The first `n` steps (msg, env) of a goldens file.
+fn steps(shared: &Path, name: &str, n: usize) -> Vec<(Value, Value)> {
+    let text = std::fs::read_to_string(shared.join(format!("goldens/out/{name}.jsonl"))).expect("goldens");
+    text.lines()
+        .take(n)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["msg"].clone(), v["env"].clone())
+        })
+        .collect()
+}
+
+fn engine(max_memory: u64, cache: Option<PathBuf>) -> Engine {
+    Engine::new(EngineConfig {
+        max_memory_bytes: max_memory,
+        pool_slots: 16,
+        cache_dir: cache,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+/// A process booted with the golden's spawn message (and `extra` more steps).
+fn booted(e: &Engine, shared: &Path, module: &str, format: ModuleFormat, golden: &str, extra: usize) -> Instance {
+    let wasm = std::fs::read(shared.join("fixtures/modules").join(module)).unwrap();
+    let m = e.load(&wasm, format).unwrap();
+    let mut p = e.instantiate(&m, ProcessOptions::default()).unwrap();
+    for (msg, env) in steps(shared, golden, 1 + extra) {
+        p.handle(&msg, &env);
+    }
+    p
+}
+
+fn eval_msg(template: &Value, code: &str) -> Value {
+    let mut m = template.clone();
+    m["Data"] = json!(code);
+    m
+}
+
+fn benches(c: &mut Criterion) {
+    let Some(shared) = shared() else {
+        eprintln!("NOTE: ../shared not found (set METALCU_SHARED): engine benches skipped");
+        return;
+    };
+    let modules = shared.join("fixtures/modules");
+    let aos1 = std::fs::read(modules.join("aos1-emscripten2.wasm")).unwrap();
+
+    let mut g = c.benchmark_group("compile");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("aos1 cold", |b| {
+        b.iter(|| {
+            let e = engine(1 << 30, None);
+            e.load(&aos1, ModuleFormat::Emscripten2).unwrap();
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    engine(1 << 30, Some(dir.path().into())).load(&aos1, ModuleFormat::Emscripten2).unwrap();
+    g.bench_function("aos1 from disk cache", |b| {
+        b.iter(|| {
+            let e = engine(1 << 30, Some(dir.path().into()));
+            e.load(&aos1, ModuleFormat::Emscripten2).unwrap();
+        })
+    });
+    g.finish();
+
+    let e = engine(1 << 30, None);
+    let mut g = c.benchmark_group("instantiate");
+    g.sample_size(20);
+    let m1 = e.load(&aos1, ModuleFormat::Emscripten2).unwrap();
+    g.bench_function("aos1 instantiate + start-up", |b| {
+        b.iter(|| e.instantiate(&m1, ProcessOptions::default()).unwrap())
+    });
+    let img1 = booted(&e, &shared, "aos1-emscripten2.wasm", ModuleFormat::Emscripten2, "aos1-basics", 3).memory_image();
+    g.bench_function("aos1 instantiate + restore", |b| {
+        b.iter(|| {
+            let mut p = e.instantiate(&m1, ProcessOptions::default()).unwrap();
+            p.restore(&img1).unwrap();
+            p
+        })
+    });
+    let aos2 = std::fs::read(modules.join("aos2-emscripten4.wasm")).unwrap();
+    let m2 = e.load(&aos2, ModuleFormat::Emscripten4).unwrap();
+    let img2 = booted(&e, &shared, "aos2-emscripten4.wasm", ModuleFormat::Emscripten4, "aos2-basics", 3).memory_image();
+    g.bench_function("aos2 instantiate + restore", |b| {
+        b.iter(|| {
+            let mut p = e.instantiate(&m2, ProcessOptions::default()).unwrap();
+            p.restore(&img2).unwrap();
+            p
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("handle");
+    g.sample_size(20).measurement_time(Duration::from_secs(10));
+    let warm = |module: &str, format: ModuleFormat, golden: &str, code: Option<&str>| {
+        let mut p = booted(&e, &shared, module, format, golden, 0);
+        let (msg, env) = steps(&shared, golden, 2).pop().unwrap();
+        let msg = code.map(|c| eval_msg(&msg, c)).unwrap_or(msg);
+        (p.handle(&msg, &env), p, msg, env)
+    };
+    for (label, module, format, golden, code) in [
+        ("aos1 Eval", "aos1-emscripten2.wasm", ModuleFormat::Emscripten2, "aos1-basics", Some("1 + 1")),
+        ("aos2 Eval", "aos2-emscripten4.wasm", ModuleFormat::Emscripten4, "aos2-basics", Some("1 + 1")),
+        ("sqlite Eval", "sqlite-emscripten2.wasm", ModuleFormat::Emscripten2, "sqlite", Some("return 1")),
+        ("wasm64 Eval", "lua-wasm64.wasm", ModuleFormat::Wasm64, "wasm64-basics", Some("1 + 1")),
+    ] {
+        let (_, mut p, msg, env) = warm(module, format, golden, code);
+        g.bench_function(label, |b| b.iter(|| p.handle(&msg, &env)));
+    }
+    let happy = std::fs::read(modules.join("happy-emscripten1.wasm")).unwrap();
+    let mh = e.load(&happy, ModuleFormat::Emscripten1).unwrap();
+    let mut p = e.instantiate(&mh, ProcessOptions::default()).unwrap();
+    let (msg, env) = steps(&shared, "happy", 1).pop().unwrap();
+    g.bench_function("happy (format 1) call", |b| b.iter(|| p.handle(&msg, &env)));
+    g.finish();
+}
+
+criterion_group!(engine_benches, benches);
+criterion_main!(engine_benches);

@@ -78,7 +78,12 @@ impl Replay<'_> {
     }
 
     /// Runs every step; `initial` is a memory image to start from.
-    pub fn run(&self, steps: &[Step], initial: Option<Vec<u8>>, mut emit: impl FnMut(usize, String) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    pub fn run(
+        &self,
+        steps: &[Step],
+        initial: Option<Vec<u8>>,
+        mut emit: impl FnMut(usize, String) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut inst = self.fresh(initial.as_deref())?;
         // The memory the CU keeps: `None` until the first successful call (or the given image).
         let mut kept: Option<Vec<u8>> = initial;

@@ -71,7 +71,8 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let opts = ProcessOptions { memory_limit: a.memory_limit, compute_limit: a.compute_limit, weavedrive: None };
     let replay = Replay { engine: &engine, module, opts };
     let mut out = open_out(a.out.as_ref())?;
-    let bar = (steps.len() > 20 && std::io::stderr().is_terminal()).then(|| indicatif::ProgressBar::new(steps.len() as u64));
+    let bar =
+        (steps.len() > 20 && std::io::stderr().is_terminal()).then(|| indicatif::ProgressBar::new(steps.len() as u64));
     replay.run(&steps, initial, |_, line| {
         writeln!(out, "{line}")?;
         if let Some(b) = &bar {
@@ -87,7 +88,10 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Eval(a) => eval(a),

@@ -62,13 +62,11 @@ const KITCHEN_SINK: &str = r#"
 "#;
 
 const NO_TYPES_NO_IMPORTS: &str = r#"(module (memory 1) (data (i32.const 0) "x"))"#;
-const NO_IMPORTS: &str =
-    r#"(module (func (export "f") (result i32) (i32.add (i32.const 1) (i32.const 2))))"#;
+const NO_IMPORTS: &str = r#"(module (func (export "f") (result i32) (i32.add (i32.const 1) (i32.const 2))))"#;
 const EMPTY: &str = r#"(module)"#;
 const NON_ASCII_CUSTOM: &str = r#"(module (@custom "é" "z") (func (export "f") nop))"#;
 const ALREADY_METERED: &str = r#"(module (import "metering" "usegas" (func (param i32))))"#;
-const BULK_MEMORY: &str =
-    r#"(module (memory 1) (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 0))))"#;
+const BULK_MEMORY: &str = r#"(module (memory 1) (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 0))))"#;
 
 // Reference JS output (hex) for the modules above, one per meter type.
 const JS_KITCHEN_SINK_I32: &[&str] = &[
@@ -101,14 +99,10 @@ const JS_KITCHEN_SINK_I64: &[&str] = &[
     "056c6f6f70730209010502010169020178031401050500036f757401016c0201610301620401630406010003765f6907",
     "0d03000467696d70010167020166",
 ];
-const JS_NO_TYPES_NO_IMPORTS_I32: &[&str] = &[
-    "0061736d0100000001050160017f00021301086d65746572696e6706757365676173000005030100010b07010041000b",
-    "0178",
-];
-const JS_NO_TYPES_NO_IMPORTS_I64: &[&str] = &[
-    "0061736d0100000001050160017e00021301086d65746572696e6706757365676173000005030100010b07010041000b",
-    "0178",
-];
+const JS_NO_TYPES_NO_IMPORTS_I32: &[&str] =
+    &["0061736d0100000001050160017f00021301086d65746572696e6706757365676173000005030100010b07010041000b", "0178"];
+const JS_NO_TYPES_NO_IMPORTS_I64: &[&str] =
+    &["0061736d0100000001050160017e00021301086d65746572696e6706757365676173000005030100010b07010041000b", "0178"];
 const JS_NO_IMPORTS_I32: &[&str] = &[
     "0061736d010000000109026000017f60017f00021301086d65746572696e670675736567617300010302010007050101",
     "6600010a0e010c00418a011000410141026a0b",
@@ -130,12 +124,8 @@ const JS_NON_ASCII_CUSTOM_I64: &[&str] = &[
 
 // usegas amounts per defined function in the reference JS output for KITCHEN_SINK.
 // (Identical for i32 and i64; only the const opcode differs.)
-const JS_KITCHEN_SINK_AMOUNTS: &[&[i64]] = &[
-    &[181],
-    &[72213],
-    &[257, 182, 512],
-    &[93, 466, 677, 333, 92, 213, 181, 181, 92, 10092, 12296],
-];
+const JS_KITCHEN_SINK_AMOUNTS: &[&[i64]] =
+    &[&[181], &[72213], &[257, 182, 512], &[93, 466, 677, 333, 92, 213, 181, 181, 92, 10092, 12296]];
 
 // Reference JS results for the fixtures (`/tmp`-side Node script over the JS output):
 // function bodies, usegas calls in total, sum of all usegas amounts, the largest number of
@@ -191,9 +181,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn validate(wasm: &[u8], features: WasmFeatures) {
-    Validator::new_with_features(features)
-        .validate_all(wasm)
-        .expect("metered module must validate");
+    Validator::new_with_features(features).validate_all(wasm).expect("metered module must validate");
 }
 
 /// What the metering left in a module: the index of the `metering.usegas` import and, per
@@ -242,19 +230,13 @@ fn decode_metered(wasm: &[u8]) -> Metered {
             _ => {}
         }
     }
-    Metered {
-        usegas_index: usegas_index.expect("module imports metering.usegas"),
-        amounts,
-    }
+    Metered { usegas_index: usegas_index.expect("module imports metering.usegas"), amounts }
 }
 
 #[test]
 fn kitchen_sink_is_byte_identical_to_reference() {
     let input = wat(KITCHEN_SINK);
-    for (meter, expected) in [
-        (MeterType::I32, JS_KITCHEN_SINK_I32),
-        (MeterType::I64, JS_KITCHEN_SINK_I64),
-    ] {
+    for (meter, expected) in [(MeterType::I32, JS_KITCHEN_SINK_I32), (MeterType::I64, JS_KITCHEN_SINK_I64)] {
         let out = instrument(&input, meter).expect("instrument");
         assert_eq!(hex::encode(&out), expected.concat(), "{meter:?}");
         validate(&out, WasmFeatures::default());
@@ -311,15 +293,9 @@ fn kitchen_sink_index_space_is_shifted_like_reference() {
     }
     // The usegas type is appended after the 4 declared types; the import after the others.
     assert_eq!(types, 5);
-    assert_eq!(
-        last_import,
-        Some(("metering".into(), "usegas".into(), TypeRef::Func(4)))
-    );
+    assert_eq!(last_import, Some(("metering".into(), "usegas".into(), TypeRef::Func(4))));
     // Before: log=0 tick=1 init=2 helper=3 fac=4 loops=5; after: usegas=2, defined +1.
-    assert_eq!(
-        exports,
-        [("fac".into(), 5), ("log".into(), 0), ("loops".into(), 6)]
-    );
+    assert_eq!(exports, [("fac".into(), 5), ("log".into(), 0), ("loops".into(), 6)]);
     assert_eq!(start, Some(3));
     assert_eq!(elements, [5, 4, 0, 5]);
     // init: usegas, tick; fac: usegas x3 + recursive call; loops: usegas x11 + log.
@@ -330,8 +306,7 @@ fn kitchen_sink_index_space_is_shifted_like_reference() {
 #[test]
 fn kitchen_sink_gas_matches_reference_execution() {
     use wasmtime::{
-        Caller, Engine, Global, GlobalType, Linker, Memory, MemoryType, Module, Mutability, Store,
-        Val, ValType,
+        Caller, Engine, Global, GlobalType, Linker, Memory, MemoryType, Module, Mutability, Store, Val, ValType,
     };
     #[derive(Default)]
     struct Host {
@@ -345,53 +320,29 @@ fn kitchen_sink_gas_matches_reference_execution() {
         let module = Module::new(&engine, &out).expect("compile");
         let mut store = Store::new(&engine, Host::default());
         let mut linker = Linker::new(&engine);
-        linker
-            .func_wrap("env", "log", |mut c: Caller<'_, Host>, x: i32| {
-                c.data_mut().logs.push(x)
-            })
-            .unwrap();
-        linker
-            .func_wrap("env", "tick", |mut c: Caller<'_, Host>| {
-                c.data_mut().ticks += 1
-            })
-            .unwrap();
+        linker.func_wrap("env", "log", |mut c: Caller<'_, Host>, x: i32| c.data_mut().logs.push(x)).unwrap();
+        linker.func_wrap("env", "tick", |mut c: Caller<'_, Host>| c.data_mut().ticks += 1).unwrap();
         let mem = Memory::new(&mut store, MemoryType::new(1, Some(2))).unwrap();
         linker.define(&store, "env", "mem", mem).unwrap();
-        let g = Global::new(
-            &mut store,
-            GlobalType::new(ValType::I32, Mutability::Const),
-            Val::I32(42),
-        )
-        .unwrap();
+        let g = Global::new(&mut store, GlobalType::new(ValType::I32, Mutability::Const), Val::I32(42)).unwrap();
         linker.define(&store, "env", "g", g).unwrap();
         match meter {
-            MeterType::I32 => {
-                linker.func_wrap("metering", "usegas", |mut c: Caller<'_, Host>, x: i32| {
-                    c.data_mut().gas += i64::from(x)
-                })
-            }
+            MeterType::I32 => linker
+                .func_wrap("metering", "usegas", |mut c: Caller<'_, Host>, x: i32| c.data_mut().gas += i64::from(x)),
             MeterType::I64 => {
-                linker.func_wrap("metering", "usegas", |mut c: Caller<'_, Host>, x: i64| {
-                    c.data_mut().gas += x
-                })
+                linker.func_wrap("metering", "usegas", |mut c: Caller<'_, Host>, x: i64| c.data_mut().gas += x)
             }
         }
         .unwrap();
-        let instance = linker
-            .instantiate(&mut store, &module)
-            .expect("instantiate");
+        let instance = linker.instantiate(&mut store, &module).expect("instantiate");
         // Reference (Node): start function uses 181, fac(5) = 120 uses 4284,
         // loops(3) = 99 uses 27103 and logs 1, 2, 3 then 1 (via call_indirect).
         assert_eq!(store.data().gas, 181, "{meter:?} start");
         assert_eq!(store.data().ticks, 1);
-        let fac = instance
-            .get_typed_func::<i64, i64>(&mut store, "fac")
-            .unwrap();
+        let fac = instance.get_typed_func::<i64, i64>(&mut store, "fac").unwrap();
         assert_eq!(fac.call(&mut store, 5).unwrap(), 120);
         assert_eq!(store.data().gas, 181 + 4284, "{meter:?} fac");
-        let loops = instance
-            .get_typed_func::<i32, i32>(&mut store, "loops")
-            .unwrap();
+        let loops = instance.get_typed_func::<i32, i32>(&mut store, "loops").unwrap();
         assert_eq!(loops.call(&mut store, 3).unwrap(), 99);
         assert_eq!(store.data().gas, 181 + 4284 + 27103, "{meter:?} loops");
         assert_eq!(store.data().logs, [1, 2, 3, 1]);
@@ -401,11 +352,7 @@ fn kitchen_sink_gas_matches_reference_execution() {
 #[test]
 fn missing_type_and_import_sections_are_created_like_reference() {
     for (src, i32_ref, i64_ref) in [
-        (
-            NO_TYPES_NO_IMPORTS,
-            JS_NO_TYPES_NO_IMPORTS_I32,
-            JS_NO_TYPES_NO_IMPORTS_I64,
-        ),
+        (NO_TYPES_NO_IMPORTS, JS_NO_TYPES_NO_IMPORTS_I32, JS_NO_TYPES_NO_IMPORTS_I64),
         (NO_IMPORTS, JS_NO_IMPORTS_I32, JS_NO_IMPORTS_I64),
         // Nothing after where the sections would go: the reference adds nothing.
         (EMPTY, JS_EMPTY_I32, JS_EMPTY_I64),
@@ -428,10 +375,7 @@ fn missing_type_and_import_sections_are_created_like_reference() {
 fn custom_section_names_keep_the_reference_utf16_length_quirk() {
     // The toolkit writes a name's JS string length (1 for "é") before its UTF-8 bytes (2).
     let input = wat(NON_ASCII_CUSTOM);
-    for (meter, expected) in [
-        (MeterType::I32, JS_NON_ASCII_CUSTOM_I32),
-        (MeterType::I64, JS_NON_ASCII_CUSTOM_I64),
-    ] {
+    for (meter, expected) in [(MeterType::I32, JS_NON_ASCII_CUSTOM_I32), (MeterType::I64, JS_NON_ASCII_CUSTOM_I64)] {
         let out = instrument(&input, meter).expect("instrument");
         assert_eq!(out, unhex(expected), "{meter:?}");
         assert!(out.ends_with(&[0x00, 0x04, 0x01, 0xc3, 0xa9, b'z']));
@@ -446,10 +390,7 @@ fn rejects_what_the_reference_rejects() {
     // Reference: 0xfc opcodes are not in its table; it throws a TypeError.
     for meter in [MeterType::I32, MeterType::I64] {
         let err = instrument(&wat(BULK_MEMORY), meter).unwrap_err();
-        assert!(
-            matches!(&err, MeteringError::Unsupported(m) if m.contains("MemoryFill")),
-            "{err}"
-        );
+        assert!(matches!(&err, MeteringError::Unsupported(m) if m.contains("MemoryFill")), "{err}");
     }
     let err = instrument(b"\0asm\x01\0\0\0\x01", MeterType::I32).unwrap_err();
     assert!(matches!(err, MeteringError::Parse(_)), "{err}");
@@ -458,22 +399,14 @@ fn rejects_what_the_reference_rejects() {
 fn fixtures_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("METALCU_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/modules")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/modules"));
     if dir.is_dir() {
         return Some(dir);
     }
     if std::env::var_os("CI").is_some() {
-        panic!(
-            "fixture modules not found at {} (set METALCU_FIXTURES)",
-            dir.display()
-        );
+        panic!("fixture modules not found at {} (set METALCU_FIXTURES)", dir.display());
     }
-    eprintln!(
-        "note: fixture modules not found at {}; skipping",
-        dir.display()
-    );
+    eprintln!("note: fixture modules not found at {}; skipping", dir.display());
     None
 }
 
@@ -481,14 +414,8 @@ fn fixtures_dir() -> Option<PathBuf> {
 fn fixtures_are_metered_exactly_like_reference() {
     let Some(dir) = fixtures_dir() else { return };
     for f in FIXTURES {
-        let input = std::fs::read(dir.join(f.file))
-            .unwrap_or_else(|e| panic!("reading fixture {}: {e}", f.file));
-        assert_eq!(
-            sha256_hex(&input),
-            f.input_sha256,
-            "{} changed; re-measure the reference numbers",
-            f.file
-        );
+        let input = std::fs::read(dir.join(f.file)).unwrap_or_else(|e| panic!("reading fixture {}: {e}", f.file));
+        assert_eq!(sha256_hex(&input), f.input_sha256, "{} changed; re-measure the reference numbers", f.file);
         let t = Instant::now();
         let out = instrument(&input, f.meter).expect("instrument fixture");
         let took = t.elapsed();
@@ -506,16 +433,9 @@ fn fixtures_are_metered_exactly_like_reference() {
         assert_eq!(metered.amounts.len(), f.functions, "{}", f.file);
         let counts: Vec<u64> = metered.amounts.iter().map(|a| a.len() as u64).collect();
         // Measured: every function in the JS output has at least one usegas call.
-        assert!(
-            counts.iter().all(|&c| c > 0),
-            "{}: a function got no usegas call",
-            f.file
-        );
+        assert!(counts.iter().all(|&c| c > 0), "{}: a function got no usegas call", f.file);
         assert_eq!(counts.iter().sum::<u64>(), f.usegas_calls, "{}", f.file);
-        assert_eq!(
-            counts.iter().max().copied(),
-            Some(f.max_calls_in_one_function)
-        );
+        assert_eq!(counts.iter().max().copied(), Some(f.max_calls_in_one_function));
         let sum: i64 = metered.amounts.iter().flatten().sum();
         assert_eq!(sum, f.usegas_sum, "{}", f.file);
         let mut fnv: u64 = 0xcbf2_9ce4_8422_2325;
@@ -524,16 +444,7 @@ fn fixtures_are_metered_exactly_like_reference() {
                 fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
             }
         }
-        assert_eq!(
-            fnv, f.per_function_calls_fnv,
-            "{}: per-function counts differ",
-            f.file
-        );
-        assert_eq!(
-            sha256_hex(&out),
-            f.output_sha256,
-            "{}: not byte-identical",
-            f.file
-        );
+        assert_eq!(fnv, f.per_function_calls_fnv, "{}: per-function counts differ", f.file);
+        assert_eq!(sha256_hex(&out), f.output_sha256, "{}: not byte-identical", f.file);
     }
 }

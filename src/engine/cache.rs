@@ -37,7 +37,12 @@ fn compile(engine: &Engine, wasm: &[u8], format: ModuleFormat) -> Result<wasmtim
 }
 
 /// Compiles `wasm`, or loads the artefact a previous run cached.
-pub fn compile_cached(engine: &Engine, wasm: &[u8], hash: blake3::Hash, format: ModuleFormat) -> Result<wasmtime::Module, EngineError> {
+pub fn compile_cached(
+    engine: &Engine,
+    wasm: &[u8],
+    hash: blake3::Hash,
+    format: ModuleFormat,
+) -> Result<wasmtime::Module, EngineError> {
     let Some(dir) = engine.config.cache_dir.as_ref() else {
         return compile(engine, wasm, format);
     };

@@ -125,7 +125,8 @@ impl Instance {
         store.epoch_deadline_trap();
         let inst = module.pre.instantiate(&mut store).map_err(|e| EngineError::Instantiate(error_text(&e)))?;
         let dialect = format.dialect();
-        let get = |store: &mut Store<HostState>, names: &[&str]| names.iter().find_map(|n| inst.get_func(&mut *store, n));
+        let get =
+            |store: &mut Store<HostState>, names: &[&str]| names.iter().find_map(|n| inst.get_func(&mut *store, n));
         let e1 = dialect == Dialect::E1;
         let exports = GlueExports {
             memory: inst.get_memory(&mut store, if e1 { "E" } else { "memory" }),
@@ -146,7 +147,11 @@ impl Instance {
         if exports.memory.is_none() {
             return Err(missing("its memory"));
         }
-        for (f, n) in [(&exports.stack_save, "stackSave"), (&exports.stack_restore, "stackRestore"), (&exports.stack_alloc, "stackAlloc")] {
+        for (f, n) in [
+            (&exports.stack_save, "stackSave"),
+            (&exports.stack_restore, "stackRestore"),
+            (&exports.stack_alloc, "stackAlloc"),
+        ] {
             if f.is_none() {
                 return Err(missing(n));
             }
@@ -167,12 +172,14 @@ impl Instance {
         let args = super::host::coerce_args(&ty, args);
         let mut res = vec![Val::I32(0); ty.results().len()];
         f.call(&mut self.store, &args, &mut res)?;
-        Ok(res.first().map(|v| match v {
-            Val::I32(x) => *x as u32 as i64,
-            Val::I64(x) => *x,
-            _ => 0,
-        })
-        .unwrap_or(0))
+        Ok(res
+            .first()
+            .map(|v| match v {
+                Val::I32(x) => *x as u32 as i64,
+                Val::I64(x) => *x,
+                _ => 0,
+            })
+            .unwrap_or(0))
     }
 
     fn ptr(&self, v: u64) -> Val {
@@ -192,7 +199,9 @@ impl Instance {
         }
         let mem = self.mem();
         let data = mem.data_mut(&mut self.store);
-        let at = |d: &[u8], p: u64| -> Option<u32> { d.get(p as usize..p as usize + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())) };
+        let at = |d: &[u8], p: u64| -> Option<u32> {
+            d.get(p as usize..p as usize + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        };
         if write {
             let (a, b) = (max as usize, max as usize + 4);
             if b + 4 > data.len() {
@@ -220,7 +229,8 @@ impl Instance {
     fn start_up(&mut self, inst: &wasmtime::Instance) -> wasmtime::Result<()> {
         let d = self.dialect;
         if d == Dialect::E1 {
-            let ctors = self.func(inst, "F").ok_or_else(|| wasmtime::format_err!("module does not export F (constructors)"))?;
+            let ctors =
+                self.func(inst, "F").ok_or_else(|| wasmtime::format_err!("module does not export F (constructors)"))?;
             self.call(ctors, &[])?;
             if let Some(main) = self.func(inst, "H") {
                 self.call(main, &[Val::I32(0), Val::I32(0)])?;
@@ -246,7 +256,9 @@ impl Instance {
                 let mem = self.mem();
                 let data = mem.data_mut(&mut self.store);
                 let w = |data: &mut [u8], p: u64, b: &[u8]| -> wasmtime::Result<()> {
-                    data.get_mut(p as usize..p as usize + b.len()).ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?.copy_from_slice(b);
+                    data.get_mut(p as usize..p as usize + b.len())
+                        .ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?
+                        .copy_from_slice(b);
                     Ok(())
                 };
                 w(data, s, PROGRAM.as_bytes())?;
@@ -291,26 +303,25 @@ impl Instance {
     pub fn restore(&mut self, image: &[u8]) -> Result<(), EngineError> {
         let max = self.store.data().limits.memory_bytes.min(self.store.data().heap_max());
         if image.len() as u64 > max {
-            return Err(EngineError::BadImage(format!("image is {} bytes; this process may have at most {max}", image.len())));
+            return Err(EngineError::BadImage(format!(
+                "image is {} bytes; this process may have at most {max}",
+                image.len()
+            )));
         }
-        if (image.len() as u64) < 65536 || image.len() % 65536 != 0 {
-            return Err(EngineError::BadImage(format!("image is {} bytes, not a whole number of 64 KiB pages", image.len())));
+        if (image.len() as u64) < 65536 || !image.len().is_multiple_of(65536) {
+            return Err(EngineError::BadImage(format!(
+                "image is {} bytes, not a whole number of 64 KiB pages",
+                image.len()
+            )));
         }
         let old = self.memory_len();
-        if old < image.len() as u64 {
-            let requested = image.len() as u64;
-            let mut grown = false;
-            for cut_down in [1.0f64, 2.0, 4.0] {
-                let over = (old as f64 * (1.0 + 0.2 / cut_down)).min((requested + 100_663_296) as f64);
-                let target = (requested as f64).max(over);
-                let aligned = target + (65536.0 - target % 65536.0) % 65536.0;
-                let new_size = (self.store.data().heap_max() as f64).min(aligned) as u64;
-                let mem = self.mem();
-                if mem.grow(&mut self.store, (new_size.saturating_sub(old) + 65535) / 65536).is_ok() {
-                    grown = true;
-                    break;
-                }
-            }
+        let requested = image.len() as u64;
+        if old < requested {
+            let heap_max = self.store.data().heap_max();
+            let mem = self.mem();
+            let grown = super::host::resize_candidates(old, requested, heap_max)
+                .into_iter()
+                .any(|size| mem.grow(&mut self.store, size.saturating_sub(old).div_ceil(65536)).is_ok());
             if !grown {
                 return Err(EngineError::BadImage(format!("cannot grow memory to {requested} bytes")));
             }
@@ -329,7 +340,7 @@ impl Instance {
             st.gas_used = 0;
             st.block_height = msg.get("Block-Height").and_then(Value::as_i64);
             st.random_seed = msg.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
-            st.random_counter = 0;
+            st.random_pos = 0;
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.handle_inner(msg, env).map_err(|e| error_text(&e)).and_then(|r| r);
@@ -346,7 +357,8 @@ impl Instance {
 
     fn handle_inner(&mut self, msg: &Value, env: &Value) -> wasmtime::Result<Result<Map<String, Value>, String>> {
         let ex = self.store.data().exports.clone();
-        let (save, restore, alloc) = (ex.stack_save.expect("checked"), ex.stack_restore.expect("checked"), ex.stack_alloc.expect("checked"));
+        let (save, restore, alloc) =
+            (ex.stack_save.expect("checked"), ex.stack_restore.expect("checked"), ex.stack_alloc.expect("checked"));
         let sp = self.call(save, &[])?;
         let mut ptrs = [0u64; 2];
         for (i, v) in [msg, env].into_iter().enumerate() {
@@ -375,12 +387,15 @@ impl Instance {
             }
             // The format 4 glue rewinds with `handle()` (arguments undefined → 0); the wasm64
             // glue replays the original arguments.
-            let rewind_args = if self.dialect == Dialect::W64 { args.clone() } else { [self.ptr(0), self.ptr(0)] };
+            let rewind_args = if self.dialect == Dialect::W64 { args } else { [self.ptr(0), self.ptr(0)] };
             ret = self.resume(&ex, &rewind_args)?;
         }
         let text = {
             let data = self.memory();
-            let start = usize::try_from(ret).ok().filter(|s| *s < data.len()).ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?;
+            let start = usize::try_from(ret)
+                .ok()
+                .filter(|s| *s < data.len())
+                .ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?;
             let tail = &data[start..data.len().min(start + MAX_RESULT_BYTES)];
             let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
             String::from_utf8_lossy(&tail[..end]).into_owned()
@@ -392,7 +407,9 @@ impl Instance {
 
     /// Serves the suspended asyncify import and rewinds into `handle`.
     fn resume(&mut self, ex: &GlueExports, args: &[Val]) -> wasmtime::Result<i64> {
-        let stop = ex.asyncify_stop_unwind.ok_or_else(|| wasmtime::format_err!("module does not export asyncify_stop_unwind"))?;
+        let stop = ex
+            .asyncify_stop_unwind
+            .ok_or_else(|| wasmtime::format_err!("module does not export asyncify_stop_unwind"))?;
         self.call(stop, &[])?;
         let pending = self.store.data_mut().asyncify.pending.take();
         let drive = self.store.data().weavedrive.clone();
@@ -404,7 +421,9 @@ impl Instance {
                 let mem = self.mem();
                 let data = mem.data_mut(&mut self.store);
                 let n = bytes.len();
-                data.get_mut(dst as usize..dst as usize + n).ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?.copy_from_slice(&bytes);
+                data.get_mut(dst as usize..dst as usize + n)
+                    .ok_or_else(|| wasmtime::Error::new(HostTrap::OutOfBounds))?
+                    .copy_from_slice(&bytes);
                 n as i64
             }
             (Some(PendingAsync::Close { fd }), Some(d)) => {
@@ -419,7 +438,9 @@ impl Instance {
             st.asyncify.return_value = value;
             st.asyncify.state = AsyncState::Rewinding;
         }
-        let start = ex.asyncify_start_rewind.ok_or_else(|| wasmtime::format_err!("module does not export asyncify_start_rewind"))?;
+        let start = ex
+            .asyncify_start_rewind
+            .ok_or_else(|| wasmtime::format_err!("module does not export asyncify_start_rewind"))?;
         self.call(start, &[self.ptr(data)])?;
         self.call(self.handle, args)
     }
@@ -473,7 +494,9 @@ fn js_string(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "null".into(),
         Value::Object(_) => "[object Object]".into(),
-        Value::Array(a) => a.iter().map(|x| if x.is_null() { String::new() } else { js_string(x) }).collect::<Vec<_>>().join(","),
+        Value::Array(a) => {
+            a.iter().map(|x| if x.is_null() { String::new() } else { js_string(x) }).collect::<Vec<_>>().join(",")
+        }
         other => jsjson::stringify(other),
     }
 }

@@ -89,15 +89,10 @@ fn array_index(k: &str) -> Option<u32> {
 fn write_object(out: &mut String, m: &Map<String, Value>) {
     out.push('{');
     let mut first = true;
-    let mut indexed: Vec<(u32, &String, &Value)> = m
-        .iter()
-        .filter_map(|(k, v)| array_index(k).map(|i| (i, k, v)))
-        .collect();
+    let mut indexed: Vec<(u32, &String, &Value)> =
+        m.iter().filter_map(|(k, v)| array_index(k).map(|i| (i, k, v))).collect();
     indexed.sort_by_key(|(i, _, _)| *i);
-    let ordered = indexed
-        .into_iter()
-        .map(|(_, k, v)| (k, v))
-        .chain(m.iter().filter(|(k, _)| array_index(k).is_none()));
+    let ordered = indexed.into_iter().map(|(_, k, v)| (k, v)).chain(m.iter().filter(|(k, _)| array_index(k).is_none()));
     for (k, v) in ordered {
         if !first {
             out.push(',');

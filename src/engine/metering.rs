@@ -34,14 +34,13 @@
 use std::borrow::Cow;
 
 use wasm_encoder::{
-    CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, Elements, Encode,
-    EntityType, ExportKind, ExportSection, Function, FunctionSection, GlobalSection, GlobalType,
-    Ieee32, Ieee64, Instruction, MemorySection, MemoryType, Module, RawSection, RefType,
-    StartSection, TableSection, TableType, TypeSection, ValType,
+    CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, Elements, Encode, EntityType, ExportKind,
+    ExportSection, Function, FunctionSection, GlobalSection, GlobalType, Ieee32, Ieee64, Instruction, MemorySection,
+    MemoryType, Module, RawSection, RefType, StartSection, TableSection, TableType, TypeSection, ValType,
 };
 use wasmparser::{
-    BinaryReader, BlockType, CompositeInnerType, DataKind, ElementItems, ElementKind, ExternalKind,
-    MemArg, Operator, Parser, Payload, TableInit, TypeRef,
+    BinaryReader, BlockType, CompositeInnerType, DataKind, ElementItems, ElementKind, ExternalKind, MemArg, Operator,
+    Parser, Payload, TableInit, TypeRef,
 };
 
 /// The register type of the gas amount passed to `metering.usegas`.
@@ -130,8 +129,7 @@ pub fn instrument(wasm: &[u8], meter: MeterType) -> Result<Vec<u8>, MeteringErro
                         let CompositeInnerType::Func(f) = &sub.composite_type.inner else {
                             return Err(unsupported("non-function type"));
                         };
-                        if !sub.is_final || sub.supertype_idx.is_some() || sub.composite_type.shared
-                        {
+                        if !sub.is_final || sub.supertype_idx.is_some() || sub.composite_type.shared {
                             return Err(unsupported("GC subtyping / shared function type"));
                         }
                         if f.results().len() > 1 {
@@ -234,32 +232,21 @@ pub fn instrument(wasm: &[u8], meter: MeterType) -> Result<Vec<u8>, MeteringErro
             }
             Payload::StartSection { func, .. } => {
                 st.before_section(8)?;
-                st.module.section(&StartSection {
-                    function_index: st.remap(func),
-                });
+                st.module.section(&StartSection { function_index: st.remap(func) });
             }
             Payload::ElementSection(reader) => {
                 st.before_section(9)?;
                 let mut sec = ElementSection::new();
                 for elem in reader {
                     let elem = elem?;
-                    let (
-                        ElementKind::Active {
-                            table_index: None,
-                            offset_expr,
-                        },
-                        ElementItems::Functions(funcs),
-                    ) = (&elem.kind, &elem.items)
+                    let (ElementKind::Active { table_index: None, offset_expr }, ElementItems::Functions(funcs)) =
+                        (&elem.kind, &elem.items)
                     else {
                         return Err(unsupported("element segment other than MVP active funcref"));
                     };
                     let funcs = funcs.clone().into_iter().map(|f| f.map(|f| st.remap(f)));
                     let funcs = funcs.collect::<Result<Vec<u32>, _>>()?;
-                    sec.active(
-                        None,
-                        &const_expr(offset_expr)?,
-                        Elements::Functions(Cow::Owned(funcs)),
-                    );
+                    sec.active(None, &const_expr(offset_expr)?, Elements::Functions(Cow::Owned(funcs)));
                 }
                 st.module.section(&sec);
             }
@@ -286,13 +273,7 @@ pub fn instrument(wasm: &[u8], meter: MeterType) -> Result<Vec<u8>, MeteringErro
                     let data = data?;
                     let flags = BinaryReader::new(&wasm[data.range.start..], 0).read_var_u32()?;
                     match (&data.kind, flags) {
-                        (
-                            DataKind::Active {
-                                memory_index: 0,
-                                offset_expr,
-                            },
-                            0,
-                        ) => {
+                        (DataKind::Active { memory_index: 0, offset_expr }, 0) => {
                             sec.active(0, &const_expr(offset_expr)?, data.data.iter().copied());
                         }
                         _ => return Err(unsupported("data segment other than MVP active")),
@@ -308,10 +289,7 @@ pub fn instrument(wasm: &[u8], meter: MeterType) -> Result<Vec<u8>, MeteringErro
             }
             Payload::End(_) => {}
             other => {
-                return Err(unsupported(format!(
-                    "section {:?}",
-                    other.as_section().map(|(id, _)| id)
-                )));
+                return Err(unsupported(format!("section {:?}", other.as_section().map(|(id, _)| id))));
             }
         }
     }
@@ -354,9 +332,7 @@ impl State {
     }
 
     fn push_meter_import(&self, body: &mut Vec<u8>) -> Result<(), MeteringError> {
-        let ty = self
-            .meter_type
-            .ok_or_else(|| unsupported("import section without a type section"))?;
+        let ty = self.meter_type.ok_or_else(|| unsupported("import section without a type section"))?;
         js_name(METERING_MODULE, body);
         js_name(METERING_FIELD, body);
         EntityType::Function(ty).encode(body);
@@ -364,11 +340,7 @@ impl State {
     }
 
     fn remap(&self, func: u32) -> u32 {
-        if func >= self.meter_func {
-            func + 1
-        } else {
-            func
-        }
+        if func >= self.meter_func { func + 1 } else { func }
     }
 
     fn flush_code_if_done(&mut self) {
@@ -380,11 +352,7 @@ impl State {
 
     /// `meterCodeEntry`: splits the body into segments ending at a branching operator and
     /// prefixes each segment of non-zero cost with a `usegas(cost + 91)` call.
-    fn meter_body(
-        &mut self,
-        wasm: &[u8],
-        body: &wasmparser::FunctionBody,
-    ) -> Result<Function, MeteringError> {
+    fn meter_body(&mut self, wasm: &[u8], body: &wasmparser::FunctionBody) -> Result<Function, MeteringError> {
         let mut locals = Vec::new();
         for local in body.get_locals_reader()? {
             let (count, ty) = local?;
@@ -410,13 +378,11 @@ impl State {
                     cost += METERING_OVERHEAD;
                     match self.meter {
                         MeterType::I32 => {
-                            let c = i32::try_from(cost)
-                                .map_err(|_| MeteringError::CostOverflow(cost))?;
+                            let c = i32::try_from(cost).map_err(|_| MeteringError::CostOverflow(cost))?;
                             func.instruction(&Instruction::I32Const(c));
                         }
                         MeterType::I64 => {
-                            let c = i64::try_from(cost)
-                                .map_err(|_| MeteringError::CostOverflow(cost))?;
+                            let c = i64::try_from(cost).map_err(|_| MeteringError::CostOverflow(cost))?;
                             func.instruction(&Instruction::I64Const(c));
                         }
                     }
@@ -428,9 +394,7 @@ impl State {
         }
         if !seg.is_empty() {
             // The reference reads past the end of the body here and throws.
-            return Err(unsupported(
-                "function body does not end with a branching operator",
-            ));
+            return Err(unsupported("function body does not end with a branching operator"));
         }
         Ok(func)
     }
@@ -457,10 +421,7 @@ fn val_type(ty: wasmparser::ValType) -> Result<ValType, MeteringError> {
 
 fn table_type(t: wasmparser::TableType) -> Result<TableType, MeteringError> {
     if t.element_type != wasmparser::RefType::FUNCREF {
-        return Err(unsupported(format!(
-            "table element type {:?}",
-            t.element_type
-        )));
+        return Err(unsupported(format!("table element type {:?}", t.element_type)));
     }
     Ok(TableType {
         element_type: RefType::FUNCREF,
@@ -488,11 +449,7 @@ fn memory_type(m: wasmparser::MemoryType) -> Result<MemoryType, MeteringError> {
 }
 
 fn global_type(g: wasmparser::GlobalType) -> Result<GlobalType, MeteringError> {
-    Ok(GlobalType {
-        val_type: val_type(g.content_type)?,
-        mutable: g.mutable,
-        shared: g.shared,
-    })
+    Ok(GlobalType { val_type: val_type(g.content_type)?, mutable: g.mutable, shared: g.shared })
 }
 
 /// The toolkit's `initExpr`: exactly one operator followed by `end`.
@@ -517,11 +474,7 @@ fn const_expr(expr: &wasmparser::ConstExpr) -> Result<ConstExpr, MeteringError> 
 /// LEB128s; single bytes for the `call_indirect` table and `memory.size/grow` memory), with
 /// `call` targets at or past the metering import shifted by one. Rejects immediates the
 /// toolkit would misread.
-fn encode_immediates(
-    op: &Operator,
-    meter_func: u32,
-    sink: &mut Vec<u8>,
-) -> Result<(), MeteringError> {
+fn encode_immediates(op: &Operator, meter_func: u32, sink: &mut Vec<u8>) -> Result<(), MeteringError> {
     use Operator::*;
     let memarg = |m: &MemArg, sink: &mut Vec<u8>| {
         if m.memory != 0 {
@@ -552,10 +505,7 @@ fn encode_immediates(
             let f = *function_index;
             if f >= meter_func { f + 1 } else { f }.encode(sink);
         }
-        CallIndirect {
-            type_index,
-            table_index,
-        } => {
+        CallIndirect { type_index, table_index } => {
             let table = u8::try_from(*table_index)
                 .ok()
                 .filter(|t| *t <= 0x7f)
@@ -564,15 +514,11 @@ fn encode_immediates(
             sink.push(table);
         }
         MemorySize { mem } | MemoryGrow { mem } => {
-            let mem = u8::try_from(*mem)
-                .ok()
-                .filter(|m| *m <= 0x7f)
-                .ok_or_else(|| unsupported("memory index > 127"))?;
+            let mem =
+                u8::try_from(*mem).ok().filter(|m| *m <= 0x7f).ok_or_else(|| unsupported("memory index > 127"))?;
             sink.push(mem);
         }
-        LocalGet { local_index } | LocalSet { local_index } | LocalTee { local_index } => {
-            local_index.encode(sink)
-        }
+        LocalGet { local_index } | LocalSet { local_index } | LocalTee { local_index } => local_index.encode(sink),
         GlobalGet { global_index } | GlobalSet { global_index } => global_index.encode(sink),
         I32Load { memarg: m }
         | I64Load { memarg: m }
@@ -652,31 +598,27 @@ fn op_cost(op: &Operator) -> Option<(u64, bool)> {
         MemoryGrow { .. } => (10000, true),
         I32Const { .. } | I64Const { .. } | F32Const { .. } | F64Const { .. } => (1, false),
         // "eqz", "eq", "ne", integer comparisons: 45. Float "lt"/"gt"/"le"/"ge": not in table.
-        I32Eqz | I32Eq | I32Ne | I32LtS | I32LtU | I32GtS | I32GtU | I32LeS | I32LeU | I32GeS
-        | I32GeU | I64Eqz | I64Eq | I64Ne | I64LtS | I64LtU | I64GtS | I64GtU | I64LeS | I64LeU
-        | I64GeS | I64GeU | F32Eq | F32Ne | F64Eq | F64Ne => (45, false),
+        I32Eqz | I32Eq | I32Ne | I32LtS | I32LtU | I32GtS | I32GtU | I32LeS | I32LeU | I32GeS | I32GeU | I64Eqz
+        | I64Eq | I64Ne | I64LtS | I64LtU | I64GtS | I64GtU | I64LeS | I64LeU | I64GeS | I64GeU | F32Eq | F32Ne
+        | F64Eq | F64Ne => (45, false),
         F32Lt | F32Gt | F32Le | F32Ge | F64Lt | F64Gt | F64Le | F64Ge => (0, false),
         // "clz", "ctz", "popcnt", "add", "sub", "mul", "and", "or", "xor": 45.
-        I32Clz | I32Ctz | I32Popcnt | I32Add | I32Sub | I32Mul | I32And | I32Or | I32Xor
-        | I64Clz | I64Ctz | I64Popcnt | I64Add | I64Sub | I64Mul | I64And | I64Or | I64Xor
-        | F32Add | F32Sub | F32Mul | F64Add | F64Sub | F64Mul => (45, false),
-        I32DivS | I32DivU | I32RemS | I32RemU | I64DivS | I64DivU | I64RemS | I64RemU => {
-            (36000, false)
-        }
+        I32Clz | I32Ctz | I32Popcnt | I32Add | I32Sub | I32Mul | I32And | I32Or | I32Xor | I64Clz | I64Ctz
+        | I64Popcnt | I64Add | I64Sub | I64Mul | I64And | I64Or | I64Xor | F32Add | F32Sub | F32Mul | F64Add
+        | F64Sub | F64Mul => (45, false),
+        I32DivS | I32DivU | I32RemS | I32RemU | I64DivS | I64DivU | I64RemS | I64RemU => (36000, false),
         I32Shl | I32ShrS | I32ShrU | I64Shl | I64ShrS | I64ShrU => (67, false),
         I32Rotl | I32Rotr | I64Rotl | I64Rotr => (90, false),
         // Float unary / "div" / "min" / "max" / "copysign", conversions, reinterpretations and
         // sign extensions are not in the table.
-        F32Abs | F32Neg | F32Ceil | F32Floor | F32Trunc | F32Nearest | F32Sqrt | F32Div
-        | F32Min | F32Max | F32Copysign | F64Abs | F64Neg | F64Ceil | F64Floor | F64Trunc
-        | F64Nearest | F64Sqrt | F64Div | F64Min | F64Max | F64Copysign => (0, false),
-        I32WrapI64 | I32TruncF32S | I32TruncF32U | I32TruncF64S | I32TruncF64U | I64ExtendI32S
-        | I64ExtendI32U | I64TruncF32S | I64TruncF32U | I64TruncF64S | I64TruncF64U
-        | F32ConvertI32S | F32ConvertI32U | F32ConvertI64S | F32ConvertI64U | F32DemoteF64
-        | F64ConvertI32S | F64ConvertI32U | F64ConvertI64S | F64ConvertI64U | F64PromoteF32
-        | I32ReinterpretF32 | I64ReinterpretF64 | F32ReinterpretI32 | F64ReinterpretI64 => {
-            (0, false)
-        }
+        F32Abs | F32Neg | F32Ceil | F32Floor | F32Trunc | F32Nearest | F32Sqrt | F32Div | F32Min | F32Max
+        | F32Copysign | F64Abs | F64Neg | F64Ceil | F64Floor | F64Trunc | F64Nearest | F64Sqrt | F64Div | F64Min
+        | F64Max | F64Copysign => (0, false),
+        I32WrapI64 | I32TruncF32S | I32TruncF32U | I32TruncF64S | I32TruncF64U | I64ExtendI32S | I64ExtendI32U
+        | I64TruncF32S | I64TruncF32U | I64TruncF64S | I64TruncF64U | F32ConvertI32S | F32ConvertI32U
+        | F32ConvertI64S | F32ConvertI64U | F32DemoteF64 | F64ConvertI32S | F64ConvertI32U | F64ConvertI64S
+        | F64ConvertI64U | F64PromoteF32 | I32ReinterpretF32 | I64ReinterpretF64 | F32ReinterpretI32
+        | F64ReinterpretI64 => (0, false),
         I32Extend8S | I32Extend16S | I64Extend8S | I64Extend16S | I64Extend32S => (0, false),
         _ => return None,
     })

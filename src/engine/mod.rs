@@ -166,7 +166,8 @@ impl Engine {
         }
         let module = cache::compile_cached(self, wasm, hash, format)?;
         let mut linker = wasmtime::Linker::new(&self.engine);
-        host::define_imports(&mut linker, &module, format.dialect()).map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        host::define_imports(&mut linker, &module, format.dialect())
+            .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| EngineError::Link(format!("{e:#}")))?;
         let loaded = Arc::new(LoadedModule { pre, format, hash });
         self.modules.lock().expect("module map").insert((hash, format), loaded.clone());

@@ -58,7 +58,9 @@ pub fn define_imports(linker: &mut Linker<HostState>, module: &Module, dialect: 
         };
         let canonical = if dialect == Dialect::E1 && ns == "a" {
             E1_NAMES.iter().find(|(m, _)| *m == name).map(|(_, c)| c.to_string()).ok_or_else(|| {
-                wasmtime::format_err!("module imports a.{name}, which the wasm32-unknown-emscripten glue does not provide")
+                wasmtime::format_err!(
+                    "module imports a.{name}, which the wasm32-unknown-emscripten glue does not provide"
+                )
             })?
         } else {
             name.clone()
@@ -68,7 +70,14 @@ pub fn define_imports(linker: &mut Linker<HostState>, module: &Module, dialect: 
     Ok(())
 }
 
-fn define_one(linker: &mut Linker<HostState>, ns: &str, name: &str, canonical: &str, ty: FuncType, d: Dialect) -> wasmtime::Result<()> {
+fn define_one(
+    linker: &mut Linker<HostState>,
+    ns: &str,
+    name: &str,
+    canonical: &str,
+    ty: FuncType,
+    d: Dialect,
+) -> wasmtime::Result<()> {
     // The hottest import gets a typed trampoline.
     if ns == "metering" && canonical == "usegas" {
         let p = ty.params().next();
@@ -95,7 +104,10 @@ fn define_one(linker: &mut Linker<HostState>, ns: &str, name: &str, canonical: &
     linker.func_new(ns, name, ty.clone(), move |mut c, args, results| {
         let ret = call(&mut c, &canonical, d, args);
         if trace {
-            eprintln!("imp {canonical}({}) -> {ret:?}", args.iter().map(|a| s(a).to_string()).collect::<Vec<_>>().join(","));
+            eprintln!(
+                "imp {canonical}({}) -> {ret:?}",
+                args.iter().map(|a| s(a).to_string()).collect::<Vec<_>>().join(",")
+            );
         }
         let ret = ret?;
         if let (Some(slot), Some(rt)) = (results.first_mut(), rty.as_ref()) {
@@ -300,7 +312,12 @@ pub fn coerce_args(ty: &FuncType, args: &[Val]) -> Vec<Val> {
         .collect()
 }
 
-fn call_export(c: &mut Caller<'_, HostState>, f: Option<wasmtime::Func>, what: &str, args: &[Val]) -> wasmtime::Result<i64> {
+fn call_export(
+    c: &mut Caller<'_, HostState>,
+    f: Option<wasmtime::Func>,
+    what: &str,
+    args: &[Val],
+) -> wasmtime::Result<i64> {
     let f = f.ok_or_else(|| wasmtime::format_err!("module does not export {what}"))?;
     let ty = f.ty(&*c);
     let args = coerce_args(&ty, args);
@@ -421,11 +438,11 @@ fn call(c: &mut Caller<'_, HostState>, name: &str, d: Dialect, a: &[Val]) -> was
             let mem = memory_of(c)?;
             let m = mem.data_mut(&mut *c);
             let p = u(&a[1]);
-            let rights: u64 = if ft == 2 { 0 } else { 0 };
+            // The glue reports no rights bits (`rights_base`/`rights_inheriting` = 0).
             wr(m, p, &[ft, 0]).map_err(trap)?;
             wr(m, p + 2, &0u16.to_le_bytes()).map_err(trap)?;
-            wr(m, p + 8, &rights.to_le_bytes()).map_err(trap)?;
-            wr(m, p + 16, &rights.to_le_bytes()).map_err(trap)?;
+            wr(m, p + 8, &0u64.to_le_bytes()).map_err(trap)?;
+            wr(m, p + 16, &0u64.to_le_bytes()).map_err(trap)?;
             Ok(zero)
         }
         "_dlopen_js" | "_dlsym_js" => Err(trap(HostTrap::Abort(
@@ -469,12 +486,14 @@ fn invoke(c: &mut Caller<'_, HostState>, sig: &str, d: Dialect, a: &[Val]) -> wa
     let args = coerce_args(&fty, &args);
     let mut res = vec![Val::I32(0); fty.results().len()];
     match f.call(&mut *c, &args, &mut res) {
-        Ok(()) => Ok(res.first().map(|v| match v {
-            Val::F64(b) => Ret::F(f64::from_bits(*b)),
-            Val::F32(b) => Ret::F(f32::from_bits(*b) as f64),
-            v => Ret::I(s(v)),
-        })
-        .unwrap_or(Ret::I(0))),
+        Ok(()) => Ok(res
+            .first()
+            .map(|v| match v {
+                Val::F64(b) => Ret::F(f64::from_bits(*b)),
+                Val::F32(b) => Ret::F(f32::from_bits(*b) as f64),
+                v => Ret::I(s(v)),
+            })
+            .unwrap_or(Ret::I(0))),
         Err(e) if matches!(e.downcast_ref::<HostTrap>(), Some(HostTrap::LongJmp)) => {
             let restore = ex.stack_restore;
             let spv = if d == Dialect::W64 { Val::I64(sp) } else { Val::I32(sp as i32) };
@@ -495,21 +514,12 @@ fn resize_heap(c: &mut Caller<'_, HostState>, requested: u64) -> wasmtime::Resul
     if requested > max {
         return Ok(false);
     }
-    for cut_down in [1u64, 2, 4] {
-        let over = (old as f64 * (1.0 + 0.2 / cut_down as f64)).min((requested + 100_663_296) as f64);
-        let target = (requested as f64).max(over);
-        let aligned = align_up(target, 65536.0);
-        let new_size = (max as f64).min(aligned) as u64;
-        let pages = (new_size.saturating_sub(old) + 65535) / 65536;
-        if mem.grow(&mut *c, pages).is_ok() {
+    for new_size in super::resize_candidates(old, requested, max) {
+        if mem.grow(&mut *c, new_size.saturating_sub(old).div_ceil(65536)).is_ok() {
             return Ok(true);
         }
     }
     Ok(false)
-}
-
-fn align_up(x: f64, multiple: f64) -> f64 {
-    x + (multiple - x % multiple) % multiple
 }
 
 fn env_strings(d: Dialect) -> Vec<String> {
@@ -517,10 +527,18 @@ fn env_strings(d: Dialect) -> Vec<String> {
     // leak of the host that metalcu pins to "thisProgram"). The format 4 and wasm64 glue were
     // patched by ao to give an empty environment.
     match d {
-        Dialect::E1 | Dialect::E2 => ["USER=web_user", "LOGNAME=web_user", "PATH=/", "PWD=/", "HOME=/home/web_user", "LANG=C.UTF-8", "_=thisProgram"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        Dialect::E1 | Dialect::E2 => [
+            "USER=web_user",
+            "LOGNAME=web_user",
+            "PATH=/",
+            "PWD=/",
+            "HOME=/home/web_user",
+            "LANG=C.UTF-8",
+            "_=thisProgram",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
         Dialect::E4 | Dialect::W64 => Vec::new(),
     }
 }
@@ -856,7 +874,7 @@ fn syscall(c: &mut Caller<'_, HostState>, name: &str, d: Dialect, a: &[Val]) -> 
                 3 => st.fs.flags(fd).map(i64::from),
                 4 => st.fs.set_flags(fd, arg).map(|_| 0),
                 5 | 12 => {
-                    let _ = wr(m, u(&a[2]) + 0, &2i16.to_le_bytes());
+                    let _ = wr(m, u(&a[2]), &2i16.to_le_bytes()); // l_type = F_UNLCK
                     Ok(0)
                 }
                 6 | 7 | 13 | 14 => Ok(0),

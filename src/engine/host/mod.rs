@@ -116,6 +116,18 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// Sizes `emscripten_resize_heap` tries, in order, to grow a heap of `old` bytes to at least
+/// `requested` under `max`: for cut-down 1, 2, 4, `min(max, alignUp(max(requested,
+/// min(old × (1 + 0.2 / cutDown), requested + 96 MiB)), 64 KiB))` — in doubles, as the glue.
+pub fn resize_candidates(old: u64, requested: u64, max: u64) -> [u64; 3] {
+    [1.0f64, 2.0, 4.0].map(|cut_down| {
+        let over = (old as f64 * (1.0 + 0.2 / cut_down)).min((requested + 100_663_296) as f64);
+        let target = (requested as f64).max(over);
+        let aligned = target + (65536.0 - target % 65536.0) % 65536.0;
+        (max as f64).min(aligned) as u64
+    })
+}
+
 /// Everything one instance's imports read and write.
 pub struct HostState {
     pub format: ModuleFormat,
@@ -135,7 +147,8 @@ pub struct HostState {
     pub weavedrive: Option<Arc<dyn WeaveDrive>>,
     /// Seed of the pinned `/dev/urandom` stream: the id of the message being handled.
     pub random_seed: String,
-    pub random_counter: u64,
+    /// Bytes of the stream served so far in this call.
+    pub random_pos: u64,
 }
 
 impl HostState {
@@ -159,7 +172,7 @@ impl HostState {
             block_height: None,
             weavedrive,
             random_seed: String::new(),
-            random_counter: 0,
+            random_pos: 0,
         }
     }
 
@@ -186,12 +199,33 @@ impl HostState {
         }
     }
 
-    /// Fills `buf` from the pinned random source: blake3 XOF of the message id and a call counter.
+    /// Fills `buf` from the pinned random source (see [`random_stream_block`]), continuing where
+    /// the previous read of this call stopped.
     pub fn fill_random(&mut self, buf: &mut [u8]) {
-        let mut h = blake3::Hasher::new_derive_key("metalcu 2026 /dev/urandom v1");
-        h.update(self.random_seed.as_bytes());
-        h.update(&self.random_counter.to_le_bytes());
-        self.random_counter += 1;
-        h.finalize_xof().fill(buf);
+        let mut block_index = u64::MAX;
+        let mut block = [0u8; 32];
+        for b in buf.iter_mut() {
+            let pos = self.random_pos;
+            if pos / 32 != block_index {
+                block_index = pos / 32;
+                block = random_stream_block(&self.random_seed, block_index);
+            }
+            *b = block[(pos % 32) as usize];
+            self.random_pos += 1;
+        }
     }
+}
+
+/// Block `index` of the pinned `/dev/urandom` stream of a call:
+/// `sha256("metalcu/urandom/v1" 0x00 seed 0x00 le64(index))`, where the seed is the message id
+/// (empty during start-up). Deterministic, so the same log gives the same memory on every run,
+/// restart and restore; simple enough to reproduce in the reference generator for tests.
+pub fn random_stream_block(seed: &str, index: u64) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"metalcu/urandom/v1\0");
+    h.update(seed.as_bytes());
+    h.update(b"\0");
+    h.update(index.to_le_bytes());
+    h.finalize().into()
 }
