@@ -227,3 +227,45 @@ fn unknown_format_lists_the_supported_ones() {
     let err = "wasm32-unknown-foo".parse::<ModuleFormat>().unwrap_err().to_string();
     assert!(err.contains("wasm64-unknown-emscripten-draft_2024_10_16-metering"), "{err}");
 }
+
+#[test]
+fn every_wasm32_named_export_format_runs_the_project_module() {
+    let e = engine();
+    let src = common::echo_wat("", "", "");
+    for f in [
+        ModuleFormat::Emscripten2,
+        ModuleFormat::Emscripten3,
+        ModuleFormat::Emscripten4,
+        ModuleFormat::Emscripten4Metering,
+    ] {
+        let m = load(&e, &src, f);
+        let mut p = e.instantiate(&m, ProcessOptions::default()).unwrap();
+        let out = p.handle(&msg(3), &json!({}));
+        assert_eq!(out.result.unwrap_or_else(|t| panic!("{f}: {t}"))["Output"], msg(3), "{f}");
+    }
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk_and_bad_entries_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig { cache_dir: Some(dir.path().into()), pool_slots: 2, ..EngineConfig::default() };
+    let bytes = wat(&common::echo_wat("", "", ""));
+    Engine::new(cfg.clone()).unwrap().load(&bytes, F4).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "one artefact written: {entries:?}");
+    let modified = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+    // A second engine (a restart) loads the artefact instead of compiling.
+    let e2 = Engine::new(cfg.clone()).unwrap();
+    let m = e2.load(&bytes, F4).unwrap();
+    assert!(e2.instantiate(&m, ProcessOptions::default()).unwrap().handle(&msg(1), &json!({})).result.is_ok());
+    assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), modified, "not rewritten");
+    // A corrupt artefact is detected by its hash, recompiled and replaced.
+    let mut data = std::fs::read(&entries[0]).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&entries[0], &data).unwrap();
+    let e3 = Engine::new(cfg).unwrap();
+    let m = e3.load(&bytes, F4).unwrap();
+    assert!(e3.instantiate(&m, ProcessOptions::default()).unwrap().handle(&msg(1), &json!({})).result.is_ok());
+    assert_ne!(std::fs::read(&entries[0]).unwrap(), data, "the corrupt entry was replaced");
+}

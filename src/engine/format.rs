@@ -31,8 +31,10 @@ pub enum ModuleFormat {
 pub enum Dialect {
     /// `emscripten.cjs`: stubbed syscalls, `main(0, 0)`, no stack cookie.
     E1,
-    /// `emscripten2.cjs` / `emscripten3.cjs`: MEMFS, stack cookie, `main(1, ["thisProgram"])`.
+    /// `emscripten2.cjs`: MEMFS, stack cookie, `main(1, ["thisProgram"])`, `date_now` = 0.
     E2,
+    /// `emscripten3.cjs`: MEMFS, stack cookie, `main(0, 0)`, counter clock, newer emscripten ABI.
+    E3,
     /// `emscripten4.cjs`: MEMFS, stack cookie, no `main`, asyncify, counter clock.
     E4,
     /// `wasm64-emscripten.cjs`: as E4 with 64-bit pointers.
@@ -79,7 +81,8 @@ impl ModuleFormat {
     pub fn dialect(self) -> Dialect {
         match self {
             ModuleFormat::Emscripten1 => Dialect::E1,
-            ModuleFormat::Emscripten2 | ModuleFormat::Emscripten3 => Dialect::E2,
+            ModuleFormat::Emscripten2 => Dialect::E2,
+            ModuleFormat::Emscripten3 => Dialect::E3,
             ModuleFormat::Emscripten4 | ModuleFormat::Emscripten4Metering => Dialect::E4,
             ModuleFormat::Wasm64 | ModuleFormat::Wasm64Metering => Dialect::W64,
         }

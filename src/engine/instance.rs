@@ -245,6 +245,16 @@ impl Instance {
         if let Some(ctors) = self.func(inst, "__wasm_call_ctors") {
             self.call(ctors, &[])?;
         }
+        if d == Dialect::E3 {
+            // callMain(): main(0, 0), then exitJS → checkUnflushedContent → fflush(0).
+            self.stack_cookie(inst, false)?;
+            if let Some(main) = self.func(inst, "main") {
+                self.call(main, &[Val::I32(0), Val::I32(0)])?;
+                if let Some(fflush) = self.func(inst, "fflush") {
+                    self.call(fflush, &[Val::I32(0)])?;
+                }
+            }
+        }
         if d == Dialect::E2 {
             self.stack_cookie(inst, false)?;
             if let Some(main) = self.func(inst, "main") {

@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod format;
+pub mod gasinline;
 pub mod host;
 mod instance;
 pub mod jsjson;

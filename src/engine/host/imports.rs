@@ -128,6 +128,7 @@ fn dialect_name(d: Dialect) -> &'static str {
     match d {
         Dialect::E1 => "wasm32-unknown-emscripten",
         Dialect::E2 => "wasm32-unknown-emscripten2",
+        Dialect::E3 => "wasm32-unknown-emscripten3",
         Dialect::E4 => "wasm32-unknown-emscripten4",
         Dialect::W64 => "wasm64-unknown-emscripten",
     }
@@ -523,11 +524,11 @@ fn resize_heap(c: &mut Caller<'_, HostState>, requested: u64) -> wasmtime::Resul
 }
 
 fn env_strings(d: Dialect) -> Vec<String> {
-    // Formats 1/2 name the program after `process.argv[1]` of the host (the script path — a
+    // Formats 1–3 name the program after `process.argv[1]` of the host (the script path — a
     // leak of the host that metalcu pins to "thisProgram"). The format 4 and wasm64 glue were
     // patched by ao to give an empty environment.
     match d {
-        Dialect::E1 | Dialect::E2 => [
+        Dialect::E1 | Dialect::E2 | Dialect::E3 => [
             "USER=web_user",
             "LOGNAME=web_user",
             "PATH=/",
@@ -590,7 +591,7 @@ fn tzset(c: &mut Caller<'_, HostState>, d: Dialect, a: &[Val]) -> wasmtime::Resu
             wr(m, tzname, &(summer as u32).to_le_bytes()).map_err(trap)?;
             wr(m, tzname + 4, &(winter as u32).to_le_bytes()).map_err(trap)?;
         }
-        Dialect::E4 | Dialect::W64 => {
+        Dialect::E3 | Dialect::E4 | Dialect::W64 => {
             let (timezone, daylight, std_name, dst_name) = (u(&a[0]), u(&a[1]), u(&a[2]), u(&a[3]));
             let m = mem.data_mut(&mut *c);
             if d == Dialect::W64 {
@@ -655,7 +656,7 @@ fn mktime(c: &mut Caller<'_, HostState>, d: Dialect, a: &[Val]) -> wasmtime::Res
     }
     wr(m, p + 24, &norm.wday.to_le_bytes()).map_err(trap)?;
     wr(m, p + 28, &norm.yday.to_le_bytes()).map_err(trap)?;
-    if d == Dialect::E4 {
+    if matches!(d, Dialect::E3 | Dialect::E4) {
         wr(m, p + 20, &norm.year.to_le_bytes()).map_err(trap)?;
         c.data_mut().temp_ret0 = (secs >> 32) as i32;
         return Ok(Ret::I(secs as u32 as i32 as i64));

@@ -194,7 +194,7 @@ impl HostState {
     pub fn heap_max(&self) -> u64 {
         match self.dialect {
             Dialect::E1 | Dialect::E2 => 524_288_000,
-            Dialect::E4 => 4_294_901_760,
+            Dialect::E3 | Dialect::E4 => 4_294_901_760,
             Dialect::W64 => 17_179_869_184,
         }
     }
