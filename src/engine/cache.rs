@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{Engine, EngineError, ModuleFormat, metering};
+use super::{Engine, EngineError, ModuleFormat, gasinline, metering};
 
 const TRAILER: usize = 32;
 
@@ -17,6 +17,7 @@ fn key(engine: &Engine, hash: blake3::Hash, format: ModuleFormat) -> String {
     let mut h = blake3::Hasher::new();
     h.update(hash.as_bytes());
     h.update(format.name().as_bytes());
+    h.update(b"metalcu artefact v2: metering + gasinline");
     let mut fp = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&engine.engine.precompile_compatibility_hash(), &mut fp);
     h.update(&std::hash::Hasher::finish(&fp).to_le_bytes());
@@ -24,15 +25,31 @@ fn key(engine: &Engine, hash: blake3::Hash, format: ModuleFormat) -> String {
     h.finalize().to_hex().to_string()
 }
 
-fn compile(engine: &Engine, wasm: &[u8], format: ModuleFormat) -> Result<wasmtime::Module, EngineError> {
-    let bytes;
-    let input = if format.instrumented() {
+/// The bytes wasmtime compiles: the metering formats instrumented like the reference, then every
+/// `usegas` call turned into inline counting (`gasinline`), which changes no gas figure.
+fn prepare(wasm: &[u8], format: ModuleFormat) -> Result<Option<Vec<u8>>, EngineError> {
+    let metered = if format.instrumented() {
         let meter = if format.is_wasm64() { metering::MeterType::I64 } else { metering::MeterType::I32 };
-        bytes = metering::instrument(wasm, meter).map_err(|e| EngineError::Metering(e.to_string()))?;
-        &bytes[..]
+        Some(metering::instrument(wasm, meter).map_err(|e| EngineError::Metering(e.to_string()))?)
     } else {
-        wasm
+        None
     };
+    let input = metered.as_deref().unwrap_or(wasm);
+    match gasinline::inline_usegas(input) {
+        Ok(Some(inlined)) => Ok(Some(inlined)),
+        Ok(None) => Ok(metered),
+        // Not a well-formed module, or one using `usegas` in a way inlining cannot preserve: leave
+        // it to wasmtime (which reports invalid modules) and the host import (exact either way).
+        Err(e) => {
+            tracing::debug!(error = %e, "gas inlining skipped");
+            Ok(metered)
+        }
+    }
+}
+
+fn compile(engine: &Engine, wasm: &[u8], format: ModuleFormat) -> Result<wasmtime::Module, EngineError> {
+    let prepared = prepare(wasm, format)?;
+    let input = prepared.as_deref().unwrap_or(wasm);
     wasmtime::Module::new(&engine.engine, input).map_err(|e| EngineError::InvalidModule(format!("{e:#}")))
 }
 

@@ -142,6 +142,8 @@ impl Instance {
             asyncify_stop_unwind: get(&mut store, &["asyncify_stop_unwind"]),
             asyncify_start_rewind: get(&mut store, &["asyncify_start_rewind"]),
             asyncify_stop_rewind: get(&mut store, &["asyncify_stop_rewind"]),
+            gas_used: inst.get_global(&mut store, super::gasinline::GAS_USED_EXPORT),
+            gas_limit: inst.get_global(&mut store, super::gasinline::GAS_LIMIT_EXPORT),
         };
         let missing = |what: &str| EngineError::Link(format!("module does not export {what}"));
         if exports.memory.is_none() {
@@ -159,6 +161,8 @@ impl Instance {
         let handle = get(&mut store, if e1 { &["G"] } else { &["handle"] }).ok_or_else(|| missing("handle"))?;
         store.data_mut().exports = exports;
         let mut me = Instance { store, handle, dialect, deadline_ticks, module };
+        // The gas tank of the glue exists from instantiation on: start-up runs metered too.
+        me.refill_gas().map_err(|e| EngineError::Instantiate(error_text(&e)))?;
         me.start_up(&inst).map_err(|e| EngineError::Startup(error_text(&e)))?;
         Ok(me)
     }
@@ -288,6 +292,26 @@ impl Instance {
         Ok(())
     }
 
+    /// Empties the gas counter (`gas.refill()`), inline or host-side, and sets the limit.
+    fn refill_gas(&mut self) -> wasmtime::Result<()> {
+        let limit = self.store.data().gas_limit;
+        self.store.data_mut().gas_used = 0;
+        let ex = &self.store.data().exports;
+        if let (Some(used), Some(lim)) = (ex.gas_used, ex.gas_limit) {
+            used.set(&mut self.store, Val::I64(0))?;
+            lim.set(&mut self.store, Val::I64(i64::try_from(limit).unwrap_or(i64::MAX)))?;
+        }
+        Ok(())
+    }
+
+    /// Gas used since the last refill.
+    fn gas_used(&mut self) -> u64 {
+        match self.store.data().exports.gas_used {
+            Some(g) => g.get(&mut self.store).i64().unwrap_or(0).max(0) as u64,
+            None => self.store.data().gas_used,
+        }
+    }
+
     /// The size of linear memory in bytes.
     pub fn memory_len(&self) -> u64 {
         self.mem().data_size(&self.store) as u64
@@ -345,19 +369,21 @@ impl Instance {
     pub fn handle(&mut self, msg: &Value, env: &Value) -> HandleOutcome {
         let wall0 = Instant::now();
         let cpu0 = thread_cpu();
+        let refilled = self.refill_gas();
         {
             let st = self.store.data_mut();
-            st.gas_used = 0;
             st.block_height = msg.get("Block-Height").and_then(Value::as_i64);
             st.random_seed = msg.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
             st.random_pos = 0;
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.handle_inner(msg, env).map_err(|e| error_text(&e)).and_then(|r| r);
+        let result = refilled.and_then(|()| self.handle_inner(msg, env)).map_err(|e| error_text(&e)).and_then(|r| r);
+        let gas = self.gas_used();
+        self.store.data_mut().gas_used = gas;
         HandleOutcome {
             result,
             accounting: Accounting {
-                gas: self.store.data().gas_used,
+                gas,
                 wall: wall0.elapsed(),
                 cpu: thread_cpu().saturating_sub(cpu0),
                 memory_bytes: self.memory_len(),

@@ -11,6 +11,7 @@ use super::fs::{ReadData, errno};
 use super::time::{self, Tm};
 use super::{AsyncState, HostState, HostTrap, PendingAsync};
 use crate::engine::format::Dialect;
+use crate::engine::gasinline;
 
 type Res = wasmtime::Result<()>;
 
@@ -51,6 +52,7 @@ const E1_NAMES: [(&str, &str); 30] = [
 /// Defines every function import of `module` in `linker`. Errors name the first import metalcu
 /// cannot provide, or a non-function import.
 pub fn define_imports(linker: &mut Linker<HostState>, module: &Module, dialect: Dialect) -> wasmtime::Result<()> {
+    let inlined_gas = module.exports().any(|e| e.name() == gasinline::GAS_USED_EXPORT);
     for imp in module.imports() {
         let (ns, name) = (imp.module().to_string(), imp.name().to_string());
         let ExternType::Func(ty) = imp.ty() else {
@@ -65,7 +67,7 @@ pub fn define_imports(linker: &mut Linker<HostState>, module: &Module, dialect: 
         } else {
             name.clone()
         };
-        define_one(linker, &ns, &name, &canonical, ty, dialect)?;
+        define_one(linker, &ns, &name, &canonical, ty, dialect, inlined_gas)?;
     }
     Ok(())
 }
@@ -77,8 +79,19 @@ fn define_one(
     canonical: &str,
     ty: FuncType,
     d: Dialect,
+    inlined_gas: bool,
 ) -> wasmtime::Result<()> {
-    // The hottest import gets a typed trampoline.
+    // With inline gas counting (`gasinline`) the module calls `usegas` only on overrun, with the
+    // amount already counted: the host just stops the call.
+    if ns == "metering" && canonical == "usegas" && inlined_gas {
+        let overrun = |_: Caller<'_, HostState>| -> Res { Err(wasmtime::Error::new(HostTrap::OutOfGas)) };
+        match ty.params().next() {
+            Some(ValType::I64) => linker.func_wrap(ns, name, move |c: Caller<'_, HostState>, _: i64| overrun(c))?,
+            _ => linker.func_wrap(ns, name, move |c: Caller<'_, HostState>, _: i32| overrun(c))?,
+        };
+        return Ok(());
+    }
+    // Otherwise the hottest import gets a typed trampoline.
     if ns == "metering" && canonical == "usegas" {
         let p = ty.params().next();
         match p {
@@ -451,7 +464,13 @@ fn call(c: &mut Caller<'_, HostState>, name: &str, d: Dialect, a: &[Val]) -> was
         ))),
         "_dlinit" => Ok(zero),
         "_mmap_js" | "_munmap_js" => Ok(Ret::I(-(errno::ENOSYS as i64))),
-        "metering_gasUsed" => Ok(Ret::I(c.data().gas_used as i64)),
+        "metering_gasUsed" => {
+            let inline = c.get_export(gasinline::GAS_USED_EXPORT).and_then(|e| e.into_global());
+            Ok(Ret::I(match inline {
+                Some(g) => g.get(&mut *c).i64().unwrap_or(0),
+                None => c.data().gas_used as i64,
+            }))
+        }
         "__asyncjs__weavedrive_open" | "__asyncjs__weavedrive_read" | "__asyncjs__weavedrive_close" => {
             async_import(c, name, a)
         }

@@ -67,6 +67,9 @@ pub struct GlueExports {
     pub asyncify_stop_unwind: Option<Func>,
     pub asyncify_start_rewind: Option<Func>,
     pub asyncify_stop_rewind: Option<Func>,
+    /// Inline gas counter and limit (`gasinline`), when the module was rewritten.
+    pub gas_used: Option<wasmtime::Global>,
+    pub gas_limit: Option<wasmtime::Global>,
 }
 
 /// Asyncify state machine of the glue (`Asyncify.State`).
