@@ -70,11 +70,10 @@ pub struct Replay<'a> {
 
 impl Replay<'_> {
     fn fresh(&self, memory: Option<&[u8]>) -> anyhow::Result<Instance> {
-        let mut inst = self.engine.instantiate(&self.module, self.opts.clone())?;
-        if let Some(m) = memory {
-            inst.restore(m)?;
-        }
-        Ok(inst)
+        Ok(match memory {
+            Some(m) => self.engine.instantiate_image(&self.module, self.opts.clone(), m)?,
+            None => self.engine.instantiate(&self.module, self.opts.clone())?,
+        })
     }
 
     /// Runs every step; `initial` is a memory image to start from.

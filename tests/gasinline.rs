@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Instant;
 
-use metalcu::engine::gasinline::{GAS_LIMIT_EXPORT, GAS_USED_EXPORT, GasInlineError, inline_usegas};
+use metalcu::engine::gasinline::{
+    GAS_LIMIT_EXPORT, GAS_USED_EXPORT, GLOBAL_EXPORT_PREFIX, GasInlineError, export_mutable_globals, inline_usegas,
+};
 use metalcu::engine::metering::{MeterType, instrument};
 use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
 use wasmtime::{Caller, Engine, Extern, Instance, Linker, Module, Store, Val};
@@ -520,4 +522,306 @@ fn check_rewrite(what: &str, original: &[u8], out: &[u8]) -> usize {
     }
     assert!(total > 0, "{what}: no usegas calls found");
     total
+}
+
+// ---- export_mutable_globals --------------------------------------------------------------------
+
+/// Imported globals (mutable and not), defined mutable and immutable globals of every kind, and
+/// exports including an already-exported mutable global. `step(n)` mutates the globals and
+/// returns a digest of all of them.
+const GLOBALS: &str = r#"
+(module
+  (import "env" "gim" (global $gim (mut i32)))
+  (import "env" "gi" (global $gi i64))
+  (import "env" "f" (func $f (param i64)))
+  (memory (export "memory") 1)
+  (global $a (mut i32) (i32.const 5))
+  (global $c i32 (i32.const 7))
+  (global $b (mut i64) (i64.const -1))
+  (global $d f64 (f64.const 1.5))
+  (global $e (mut f32) (f32.const 2.5))
+  (global $h (mut i64) (global.get $gi))
+  (global $v (mut v128) (v128.const i64x2 1 2))
+  (global $r (mut funcref) (ref.null func))
+  (export "a" (global $a))
+  (export "step" (func $step))
+  (export "c" (global $c))
+  (elem declare func $step)
+  (func $step (param $n i32) (result i64)
+    (global.set $a (i32.add (global.get $a) (local.get $n)))
+    (global.set $b (i64.add (i64.mul (global.get $b) (i64.const 3)) (i64.extend_i32_s (local.get $n))))
+    (global.set $gim (i32.add (global.get $gim) (i32.const 1)))
+    (global.set $e (f32.add (global.get $e) (f32.const 1)))
+    (global.set $h (i64.add (global.get $h) (i64.extend_i32_s (global.get $a))))
+    (global.set $v (i64x2.add (global.get $v) (i64x2.splat (global.get $b))))
+    (global.set $r (ref.func $step))
+    (call $f (global.get $b))
+    (i64.add (i64.add (i64.add (global.get $b) (global.get $h)) (i64.trunc_f32_s (global.get $e)))
+      (i64.add (i64.add (i64x2.extract_lane 0 (global.get $v)) (i64x2.extract_lane 1 (global.get $v)))
+        (i64.extend_i32_s (i32.add (global.get $a) (i32.add (global.get $c) (global.get $gim)))))))
+  (@custom "trailer" "kept")
+)
+"#;
+
+/// Indices of the defined mutable globals of [`GLOBALS`]: `$a $b $e $h $v $r`.
+const GLOBALS_MUTABLE: [u32; 6] = [2, 4, 6, 7, 8, 9];
+
+fn global_export_name(index: u32) -> String {
+    format!("{GLOBAL_EXPORT_PREFIX}{index}")
+}
+
+/// Every section as `(id, bytes)`, section header included.
+fn raw_sections(wasm: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut prev_end = 8;
+    for payload in Parser::new(0).parse_all(wasm) {
+        if let Some((id, range)) = payload.unwrap().as_section() {
+            out.push((id, wasm[prev_end..range.end].to_vec()));
+            prev_end = range.end;
+        }
+    }
+    assert_eq!(prev_end, wasm.len());
+    out
+}
+
+/// Checks `out` (with `exported` returned) against `original`: every section but the export
+/// section byte for byte identical, the export section in its place, exports appended for
+/// exactly the defined mutable globals, in order. Returns the number of new exports.
+fn check_exported(what: &str, original: &[u8], out: &[u8], exported: &[u32]) -> usize {
+    validate(out);
+    let (a, b) = (inspect(original), inspect(out));
+    let want: Vec<u32> =
+        (a.imported_globals..).zip(&a.globals).filter(|(_, (_, mutable))| *mutable).map(|(i, _)| i).collect();
+    assert_eq!(exported, want, "{what}: exported globals");
+    if exported.is_empty() {
+        assert!(out == original, "{what}: changed without mutable globals");
+        return 0;
+    }
+    let mut exports = a.exports.clone();
+    exports.extend(want.iter().map(|&i| gas_export(&global_export_name(i), i)));
+    assert_eq!(b.exports, exports, "{what}: exports");
+
+    let (sa, sb) = (raw_sections(original), raw_sections(out));
+    let pos = |s: &[(u8, Vec<u8>)], id| s.iter().position(|(i, _)| *i == id);
+    let export_at = pos(&sb, 7).expect("export section");
+    assert_eq!(sb.iter().filter(|(id, _)| *id == 7).count(), 1, "{what}");
+    match pos(&sa, 7) {
+        Some(at) => assert_eq!(at, export_at, "{what}: export section moved"),
+        None => assert_eq!(pos(&sa, 6).unwrap() + 1, export_at, "{what}: export section not after globals"),
+    }
+    let strip = |s: &[(u8, Vec<u8>)]| s.iter().filter(|(id, _)| *id != 7).cloned().collect::<Vec<_>>();
+    assert!(strip(&sa) == strip(&sb), "{what}: a section other than the export section changed");
+    exported.len()
+}
+
+#[derive(Debug, PartialEq)]
+struct GlobalsRun {
+    results: Vec<i64>,
+    logs: Vec<i64>,
+    gim: i32,
+    a: i32,
+}
+
+/// A fresh instance of `module` with its imports; `env.f` logs into the store.
+fn globals_instance(engine: &Engine, module: &Module, gim: i32) -> (Store<Vec<i64>>, Instance, wasmtime::Global) {
+    let mut store = Store::new(engine, Vec::new());
+    let mut l = Linker::new(engine);
+    let ty = |m| wasmtime::GlobalType::new(wasmtime::ValType::I32, m);
+    let gim = wasmtime::Global::new(&mut store, ty(wasmtime::Mutability::Var), Val::I32(gim)).unwrap();
+    let i64_const = wasmtime::GlobalType::new(wasmtime::ValType::I64, wasmtime::Mutability::Const);
+    let gi = wasmtime::Global::new(&mut store, i64_const, Val::I64(1000)).unwrap();
+    l.define(&mut store, "env", "gim", gim).unwrap();
+    l.define(&mut store, "env", "gi", gi).unwrap();
+    l.func_wrap("env", "f", |mut c: Caller<'_, Vec<i64>>, v: i64| c.data_mut().push(v)).unwrap();
+    let inst = l.instantiate(&mut store, module).expect("instantiate");
+    (store, inst, gim)
+}
+
+fn run_steps(store: &mut Store<Vec<i64>>, inst: &Instance, gim: wasmtime::Global, steps: &[i32]) -> GlobalsRun {
+    let step = inst.get_typed_func::<i32, i64>(&mut *store, "step").unwrap();
+    let results = steps.iter().map(|&n| step.call(&mut *store, n).unwrap()).collect();
+    let a = inst.get_global(&mut *store, "a").unwrap().get(&mut *store).unwrap_i32();
+    GlobalsRun { results, logs: std::mem::take(store.data_mut()), gim: gim.get(&mut *store).unwrap_i32(), a }
+}
+
+/// The values of the globals exported by `export_mutable_globals`, as comparable numbers
+/// (funcref: whether it is non-null).
+fn exported_values(store: &mut Store<Vec<i64>>, inst: &Instance, indices: &[u32]) -> Vec<u128> {
+    indices
+        .iter()
+        .map(|&i| match inst.get_global(&mut *store, &global_export_name(i)).unwrap().get(&mut *store) {
+            Val::I32(v) => v as u32 as u128,
+            Val::I64(v) => v as u64 as u128,
+            Val::F32(v) => v as u128,
+            Val::F64(v) => v as u128,
+            Val::V128(v) => v.as_u128(),
+            Val::FuncRef(f) => u128::from(f.is_some()),
+            v => panic!("unexpected global value {v:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn mutable_globals_are_exported() {
+    let original = wat::parse_str(GLOBALS).unwrap();
+    let (out, exported) = export_mutable_globals(&original).unwrap();
+    assert_eq!(exported, GLOBALS_MUTABLE);
+    assert_eq!(check_exported("globals", &original, &out, &exported), 6);
+    let names: Vec<String> = inspect(&out).exports.into_iter().map(|e| e.0).collect();
+    let want =
+        ["memory", "a", "step", "c"].into_iter().map(String::from).chain(GLOBALS_MUTABLE.map(global_export_name));
+    assert_eq!(names, want.collect::<Vec<_>>());
+    assert_eq!(names[4], "__metalcu_global_2");
+
+    let engine = engine();
+    let (m_orig, m_new) = (Module::new(&engine, &original).unwrap(), Module::new(&engine, &out).unwrap());
+    let steps = [3, -2, 10, 0, 7];
+    let (mut s1, i1, g1) = globals_instance(&engine, &m_orig, 40);
+    let (mut s2, i2, g2) = globals_instance(&engine, &m_new, 40);
+    let initial = vec![5, u128::from(u64::MAX), u128::from(2.5f32.to_bits()), 1000, 1 | (2 << 64), 0];
+    assert_eq!(exported_values(&mut s2, &i2, &exported), initial);
+
+    let r1 = run_steps(&mut s1, &i1, g1, &steps);
+    let r2 = run_steps(&mut s2, &i2, g2, &steps);
+    assert_eq!(r1, r2);
+    assert_eq!(r1.a, 5 + steps.iter().sum::<i32>());
+
+    // The new exports read the state: model it in Rust.
+    let (mut a, mut b, mut e, mut h, mut v) = (5i32, -1i64, 2.5f32, 1000i64, [1i64, 2]);
+    for &n in &steps {
+        a += n;
+        b = b * 3 + i64::from(n);
+        e += 1.0;
+        h += i64::from(a);
+        v = [v[0].wrapping_add(b), v[1].wrapping_add(b)];
+    }
+    let v128 = u128::from(v[0] as u64) | (u128::from(v[1] as u64) << 64);
+    let want = vec![u128::from(a as u32), u128::from(b as u64), u128::from(e.to_bits()), u128::from(h as u64), v128, 1];
+    assert_eq!(exported_values(&mut s2, &i2, &exported), want);
+    let digest = b + h + e as i64 + v[0].wrapping_add(v[1]) + i64::from(a + 7 + 40 + steps.len() as i32);
+    assert_eq!(r2.results.last().copied(), Some(digest));
+
+    // Restoring the exported globals (and the host's imported one) into a fresh instance resumes
+    // it: both then behave like the original instance.
+    let (mut s3, i3, g3) = globals_instance(&engine, &m_new, r2.gim);
+    for &i in &exported {
+        let name = global_export_name(i);
+        let value = match i2.get_global(&mut s2, &name).unwrap().get(&mut s2) {
+            Val::FuncRef(Some(_)) => Val::FuncRef(Some(i3.get_func(&mut s3, "step").unwrap())),
+            v => v,
+        };
+        i3.get_global(&mut s3, &name).unwrap().set(&mut s3, value).unwrap();
+    }
+    assert_eq!(exported_values(&mut s3, &i3, &exported), want);
+    let more = [4, -9, 1];
+    let r1 = run_steps(&mut s1, &i1, g1, &more);
+    assert_eq!(run_steps(&mut s2, &i2, g2, &more), r1);
+    assert_eq!(run_steps(&mut s3, &i3, g3, &more), r1);
+}
+
+#[test]
+fn missing_export_section_is_created_after_the_globals() {
+    for wat in [
+        r#"(module (global (mut i32) (i32.const 1)) (global i64 (i64.const 2)) (func) (start 0) (@custom "c" "d"))"#,
+        r#"(module (import "e" "g" (global (mut i64))) (global i32 (i32.const 1)) (global (mut i64) (i64.const 2))
+             (@custom "after-globals" (after global) "x") (memory 1) (data (i32.const 0) "z"))"#,
+        r#"(module (memory i64 1) (global (mut i64) (i64.const 0))
+             (func (i64.store (global.get 0) (i64.const 5))) (data (i64.const 8) "y"))"#,
+    ] {
+        let original = wat::parse_str(wat).unwrap();
+        assert!(inspect(&original).exports.is_empty());
+        let (out, exported) = export_mutable_globals(&original).unwrap();
+        assert_eq!(check_exported(wat, &original, &out, &exported), 1, "{wat}");
+    }
+}
+
+#[test]
+fn modules_without_mutable_defined_globals_are_unchanged() {
+    for wat in [
+        "(module)",
+        r#"(module (global i32 (i32.const 1)) (export "g" (global 0)))"#,
+        r#"(module (import "e" "g" (global (mut i32))) (func (global.set 0 (i32.const 1))))"#,
+    ] {
+        let original = wat::parse_str(wat).unwrap();
+        let (out, exported) = export_mutable_globals(&original).unwrap();
+        assert!(exported.is_empty(), "{wat}");
+        assert!(out == original, "{wat}");
+    }
+}
+
+#[test]
+fn colliding_export_names_are_rejected() {
+    let taken = |name: &str| {
+        let wat = format!(
+            r#"(module (import "e" "g" (global i32)) (global (mut i32) (i32.const 0)) (func (export "{name}")))"#
+        );
+        export_mutable_globals(&wat::parse_str(wat).unwrap())
+    };
+    assert!(matches!(taken("__metalcu_global_1"), Err(GasInlineError::ExportExists(n)) if n == "__metalcu_global_1"));
+    for name in ["__metalcu_global_0", "__metalcu_global_01", "__metalcu_global_2", "__metalcu_global_", "x"] {
+        let (out, exported) = taken(name).unwrap();
+        assert_eq!(exported, [1], "{name}");
+        validate(&out);
+    }
+    assert!(export_mutable_globals(b"not wasm").is_err());
+    assert!(matches!(export_mutable_globals(&wat::parse_str("(component)").unwrap()), Err(GasInlineError::NotAModule)));
+}
+
+#[test]
+fn export_mutable_globals_composes_with_inline_usegas() {
+    let engine = engine();
+    for ty in ["i32", "i64"] {
+        let amount_i64 = ty == "i64";
+        let original = metered_wat(ty);
+        // The engine's order: inline first, then export (the gas globals get exported too).
+        let inlined = inline_usegas(&original).unwrap().unwrap();
+        let (a, exported_a) = export_mutable_globals(&inlined).unwrap();
+        check_exported(ty, &inlined, &a, &exported_a);
+        // 1 imported global, `$progress` (mutable) and `$k`, then `used` and `limit`.
+        assert_eq!(exported_a, [1, 3, 4]);
+        // The other order.
+        let (exported_first, exported_b) = export_mutable_globals(&original).unwrap();
+        assert_eq!(exported_b, [1]);
+        let b = inline_usegas(&exported_first).unwrap().unwrap();
+        check_rewrite(ty, &exported_first, &b);
+
+        let m_orig = Module::new(&engine, &original).unwrap();
+        for module in [&a, &b] {
+            let m = Module::new(&engine, module).unwrap();
+            for n in [0, 3] {
+                let full = run(&engine, &m_orig, amount_i64, false, i64::MAX, n);
+                for limit in [0, full.gas / 2, full.gas - 1, full.gas, i64::MAX] {
+                    let want = run(&engine, &m_orig, amount_i64, false, limit, n);
+                    assert_eq!(run(&engine, &m, amount_i64, true, limit, n), want, "{ty} n={n} limit={limit}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fixture_modules_export_their_mutable_globals() {
+    let Some(dir) = fixture_dir() else { return };
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no fixtures in {}", dir.display());
+    for path in names {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let original = std::fs::read(&path).unwrap();
+        let input = inline_usegas(&original).unwrap().unwrap_or(original);
+        let t = Instant::now();
+        let (out, exported) = export_mutable_globals(&input).unwrap();
+        let took = t.elapsed();
+        let info = inspect(&input);
+        let mutable = info.globals.iter().filter(|(_, m)| *m).count();
+        assert_eq!(exported.len(), mutable, "{name}");
+        assert_eq!(inspect(&out).exports.len(), info.exports.len() + mutable, "{name}");
+        check_exported(&name, &input, &out, &exported);
+        eprintln!("{name}: {} bytes, {mutable} mutable globals exported in {took:?}", input.len());
+        assert!(took.as_secs_f64() < 0.2, "{name}: export_mutable_globals took {took:?}");
+    }
 }

@@ -131,3 +131,36 @@ fn every_public_golden_is_replayed() {
     }
     assert_eq!(names.len(), GOLDENS.len());
 }
+
+/// Resuming from an image without start-up (the module's captured template) gives exactly what a
+/// full start-up followed by a restore gives, for every fixture module and format.
+#[test]
+fn template_restore_equals_start_up_and_restore() {
+    let Some(shared) = common::shared_dir() else { return };
+    let mut seen = std::collections::HashSet::new();
+    for (name, module, format, cap) in GOLDENS {
+        if !seen.insert((module, format)) {
+            continue;
+        }
+        let format: ModuleFormat = format.parse().unwrap();
+        let wasm = std::fs::read(shared.join("fixtures/modules").join(module)).unwrap();
+        let steps = read_steps(&shared.join("goldens/out").join(format!("{name}.jsonl"))).unwrap();
+        let engine =
+            Engine::new(EngineConfig { max_memory_bytes: cap, pool_slots: 4, ..EngineConfig::default() }).unwrap();
+        let m = engine.load(&wasm, format).unwrap();
+        let opts = ProcessOptions { memory_limit: cap, compute_limit: COMPUTE_LIMIT, weavedrive: None };
+        let mut first = engine.instantiate(&m, opts.clone()).unwrap();
+        first.handle(&steps[0].msg, &steps[0].env);
+        let image = first.memory_image();
+        let mut slow = engine.instantiate(&m, opts.clone()).unwrap();
+        slow.restore(&image).unwrap();
+        let mut fast = engine.instantiate_image(&m, opts, &image).unwrap();
+        assert!(fast.from_template(), "{module} ({format}): no template captured");
+        assert!(!slow.from_template());
+        assert_eq!(slow.memory(), fast.memory(), "{module} ({format}): memory after restore");
+        let (a, b) = (slow.handle(&steps[1].msg, &steps[1].env), fast.handle(&steps[1].msg, &steps[1].env));
+        assert_eq!(a.result, b.result, "{module} ({format}): next result");
+        assert_eq!(a.accounting.gas, b.accounting.gas, "{module} ({format}): gas");
+        assert_eq!(slow.memory(), fast.memory(), "{module} ({format}): memory after the next message");
+    }
+}

@@ -17,7 +17,7 @@ fn key(engine: &Engine, hash: blake3::Hash, format: ModuleFormat) -> String {
     let mut h = blake3::Hasher::new();
     h.update(hash.as_bytes());
     h.update(format.name().as_bytes());
-    h.update(b"metalcu artefact v2: metering + gasinline");
+    h.update(b"metalcu artefact v3: metering + gasinline + exported globals");
     let mut fp = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&engine.engine.precompile_compatibility_hash(), &mut fp);
     h.update(&std::hash::Hasher::finish(&fp).to_le_bytes());
@@ -35,16 +35,25 @@ fn prepare(wasm: &[u8], format: ModuleFormat) -> Result<Option<Vec<u8>>, EngineE
         None
     };
     let input = metered.as_deref().unwrap_or(wasm);
-    match gasinline::inline_usegas(input) {
-        Ok(Some(inlined)) => Ok(Some(inlined)),
-        Ok(None) => Ok(metered),
+    let inlined = match gasinline::inline_usegas(input) {
+        Ok(Some(inlined)) => Some(inlined),
+        Ok(None) => metered,
         // Not a well-formed module, or one using `usegas` in a way inlining cannot preserve: leave
         // it to wasmtime (which reports invalid modules) and the host import (exact either way).
         Err(e) => {
             tracing::debug!(error = %e, "gas inlining skipped");
-            Ok(metered)
+            metered
         }
-    }
+    };
+    // Export every mutable global so a process can resume from an image without its start-up.
+    let input = inlined.as_deref().unwrap_or(wasm);
+    Ok(match gasinline::export_mutable_globals(input) {
+        Ok((out, _)) => Some(out),
+        Err(e) => {
+            tracing::debug!(error = %e, "global export skipped; images restore through a full start-up");
+            inlined
+        }
+    })
 }
 
 fn compile(engine: &Engine, wasm: &[u8], format: ModuleFormat) -> Result<wasmtime::Module, EngineError> {

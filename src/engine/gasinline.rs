@@ -35,6 +35,10 @@
 //! `usegas` any other way (`ref.func`, `return_call`, an export, the start function or an element
 //! segment), imports it twice or with a type other than `(func (param i32|i64))` is rejected
 //! with an error rather than rewritten into something the host would count differently.
+//!
+//! The same raw-copy approach serves [`export_mutable_globals`], which exports every mutable
+//! defined global (the gas globals included, when run after [`inline_usegas`]) so that a host can
+//! snapshot and restore an instance's global state.
 
 use std::ops::Range;
 
@@ -461,4 +465,107 @@ impl Rewriter {
         sec.raw(out);
         Ok(())
     }
+}
+
+/// Prefix of the exports added by [`export_mutable_globals`]; the suffix is the global's index.
+pub const GLOBAL_EXPORT_PREFIX: &str = "__metalcu_global_";
+
+/// Appends an export `__metalcu_global_<index>` for every mutable global *defined* by the module
+/// (not imported), in index order, so the host can read and restore the complete mutable state
+/// of an instance (used to resume a process from a snapshot without re-running its start-up).
+/// Returns the rewritten module and the list of exported global indices. Modules with no mutable
+/// defined globals are returned unchanged (still Ok). Errors if an export name would collide.
+///
+/// Only the export section is re-encoded (existing exports keep their bytes and order, the new
+/// ones follow); every other section, header included, is copied byte for byte. A module without
+/// an export section gets one right after its global section. Composes with [`inline_usegas`] in
+/// either order. The output is not validated here; it is valid whenever the input is.
+pub fn export_mutable_globals(wasm: &[u8]) -> Result<(Vec<u8>, Vec<u32>), GasInlineError> {
+    let mut imported_globals = 0u32;
+    let mut exported = Vec::new();
+    // End of the global section, where a missing export section goes.
+    let mut globals_end = None;
+    // The export section: its byte range (header included), count, and the range of its items.
+    let mut exports: Option<(Range<usize>, u32, Range<usize>)> = None;
+    // End of the previous section: sections are contiguous, so this is where the next one starts.
+    let mut prev_end = 0;
+    let mut parser = Parser::new(0);
+    parser.set_features(wasmparser::WasmFeatures::all());
+    for payload in parser.parse_all(wasm) {
+        let payload = payload?;
+        match &payload {
+            Payload::Version { encoding, num, range } => {
+                if *encoding != wasmparser::Encoding::Module || *num != 1 {
+                    return Err(GasInlineError::NotAModule);
+                }
+                prev_end = range.end;
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.clone() {
+                    if let TypeRef::Global(_) = import?.ty {
+                        imported_globals += 1;
+                    }
+                }
+            }
+            Payload::GlobalSection(reader) => {
+                for (index, global) in (imported_globals..).zip(reader.clone()) {
+                    if global?.ty.mutable {
+                        exported.push(index);
+                    }
+                }
+                globals_end = Some(reader.range().end);
+            }
+            Payload::ExportSection(reader) => {
+                let items = reader.original_position()..reader.range().end;
+                exports = Some((prev_end..reader.range().end, reader.count(), items));
+                for export in reader.clone() {
+                    let name = export?.name;
+                    let collides = name
+                        .strip_prefix(GLOBAL_EXPORT_PREFIX)
+                        .and_then(|suffix| suffix.parse::<u32>().ok().filter(|i| i.to_string() == suffix))
+                        .is_some_and(|i| exported.binary_search(&i).is_ok());
+                    if collides {
+                        return Err(GasInlineError::ExportExists(name.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some((_, range)) = payload.as_section() {
+            prev_end = range.end;
+        }
+    }
+    if exported.is_empty() {
+        return Ok((wasm.to_vec(), exported));
+    }
+
+    let (replaced, count, items) = match exports {
+        Some((section, count, items)) => (section, count, &wasm[items]),
+        None => {
+            let at = globals_end.expect("a module with defined globals has a global section");
+            (at..at, 0, &[][..])
+        }
+    };
+    // Every counted export and global was read from the input, so the sum stays far below 2^32
+    // for any module that fits in memory.
+    let new_count = count + exported.len() as u32;
+    let mut contents = Vec::with_capacity(items.len() + exported.len() * (GLOBAL_EXPORT_PREFIX.len() + 16));
+    new_count.encode(&mut contents);
+    contents.extend_from_slice(items);
+    let mut name = String::with_capacity(GLOBAL_EXPORT_PREFIX.len() + 10);
+    for &index in &exported {
+        name.clear();
+        name.push_str(GLOBAL_EXPORT_PREFIX);
+        name.push_str(&index.to_string());
+        name.as_str().encode(&mut contents);
+        ExportKind::Global.encode(&mut contents);
+        index.encode(&mut contents);
+    }
+    let mut out = Vec::with_capacity(wasm.len() + contents.len() + 8 - replaced.len());
+    out.extend_from_slice(&wasm[..replaced.start]);
+    out.push(EXPORT);
+    contents.len().encode(&mut out);
+    out.extend_from_slice(&contents);
+    out.extend_from_slice(&wasm[replaced.end..]);
+    Ok((out, exported))
 }

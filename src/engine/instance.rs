@@ -70,9 +70,22 @@ impl HandleOutcome {
     }
 }
 
+/// The state a module's start-up leaves behind, captured once per module so that a process can
+/// be resumed from an image without re-running start-up: every mutable global (exported by the
+/// `export_mutable_globals` rewrite), the memory size, the host state, and the gas start-up used.
+pub(crate) struct Template {
+    globals: Vec<(String, Val)>,
+    memory_len: u64,
+    host: super::host::HostSnapshot,
+    startup_gas: u64,
+}
+
 /// A live process.
 pub struct Instance {
     store: Store<HostState>,
+    instance: wasmtime::Instance,
+    /// True when this instance skipped start-up and took the module's template state.
+    from_template: bool,
     handle: Func,
     dialect: Dialect,
     deadline_ticks: u64,
@@ -112,6 +125,83 @@ pub fn error_text(e: &wasmtime::Error) -> String {
 
 impl Instance {
     pub(crate) fn new(engine: &Engine, module: Arc<LoadedModule>, opts: ProcessOptions) -> Result<Self, EngineError> {
+        Self::create(engine, module, opts, true)
+    }
+
+    /// See [`Engine::instantiate_image`].
+    pub(crate) fn from_image(
+        engine: &Engine,
+        module: Arc<LoadedModule>,
+        opts: ProcessOptions,
+        image: &[u8],
+    ) -> Result<Self, EngineError> {
+        let template = module.template.get_or_init(|| Self::capture_template(engine, &module));
+        let usable = template.as_ref().filter(|t| {
+            opts.compute_limit >= t.startup_gas
+                && (image.len() as u64) >= t.memory_len
+                && t.memory_len <= opts.memory_limit.min(engine.config.max_memory_bytes)
+        });
+        let Some(t) = usable else {
+            let mut inst = Self::new(engine, module, opts)?;
+            inst.restore(image)?;
+            return Ok(inst);
+        };
+        let mut inst = Self::create(engine, module.clone(), opts, false)?;
+        inst.apply_template(t).map_err(|e| EngineError::Instantiate(error_text(&e)))?;
+        inst.restore(image)?;
+        Ok(inst)
+    }
+
+    /// Starts one instance normally and records what start-up left behind; `None` when the
+    /// module's state cannot be captured completely (a mutable reference-typed global).
+    fn capture_template(engine: &Engine, module: &Arc<LoadedModule>) -> Option<Template> {
+        let mut inst = Self::new(engine, module.clone(), ProcessOptions::default()).ok()?;
+        let startup_gas = inst.gas_used();
+        let names: Vec<String> = module
+            .pre
+            .module()
+            .exports()
+            .filter(|e| e.name().starts_with(super::gasinline::GLOBAL_EXPORT_PREFIX))
+            .map(|e| e.name().to_string())
+            .collect();
+        if names.len() != module.mutable_globals {
+            return None; // the rewrite did not apply: some global state would stay behind
+        }
+        let mut globals = Vec::with_capacity(names.len());
+        for n in names {
+            let g = inst.instance.get_global(&mut inst.store, &n)?;
+            let v = g.get(&mut inst.store);
+            if !matches!(v, Val::I32(_) | Val::I64(_) | Val::F32(_) | Val::F64(_) | Val::V128(_)) {
+                return None;
+            }
+            globals.push((n, v));
+        }
+        Some(Template { globals, memory_len: inst.memory_len(), host: inst.store.data().snapshot(), startup_gas })
+    }
+
+    fn apply_template(&mut self, t: &Template) -> wasmtime::Result<()> {
+        for (name, v) in &t.globals {
+            let g = self
+                .instance
+                .get_global(&mut self.store, name)
+                .ok_or_else(|| wasmtime::format_err!("no global {name}"))?;
+            g.set(&mut self.store, *v)?;
+        }
+        self.store.data_mut().restore_snapshot(&t.host);
+        let mem = self.mem();
+        let cur = self.memory_len();
+        if cur < t.memory_len {
+            mem.grow(&mut self.store, (t.memory_len - cur).div_ceil(65536))?;
+        }
+        Ok(())
+    }
+
+    fn create(
+        engine: &Engine,
+        module: Arc<LoadedModule>,
+        opts: ProcessOptions,
+        start_up: bool,
+    ) -> Result<Self, EngineError> {
         let format = module.format;
         let limits = Limits {
             memory_bytes: opts.memory_limit.min(engine.config.max_memory_bytes),
@@ -160,10 +250,13 @@ impl Instance {
         }
         let handle = get(&mut store, if e1 { &["G"] } else { &["handle"] }).ok_or_else(|| missing("handle"))?;
         store.data_mut().exports = exports;
-        let mut me = Instance { store, handle, dialect, deadline_ticks, module };
+        let mut me =
+            Instance { store, instance: inst, from_template: !start_up, handle, dialect, deadline_ticks, module };
         // The gas tank of the glue exists from instantiation on: start-up runs metered too.
         me.refill_gas().map_err(|e| EngineError::Instantiate(error_text(&e)))?;
-        me.start_up(&inst).map_err(|e| EngineError::Startup(error_text(&e)))?;
+        if start_up {
+            me.start_up(&inst).map_err(|e| EngineError::Startup(error_text(&e)))?;
+        }
         Ok(me)
     }
 
@@ -310,6 +403,11 @@ impl Instance {
             Some(g) => g.get(&mut self.store).i64().unwrap_or(0).max(0) as u64,
             None => self.store.data().gas_used,
         }
+    }
+
+    /// True when the instance was resumed from an image without re-running start-up.
+    pub fn from_template(&self) -> bool {
+        self.from_template
     }
 
     /// The size of linear memory in bytes.

@@ -89,6 +89,10 @@ pub enum EngineError {
 /// A compiled module, ready to instantiate.
 pub struct LoadedModule {
     pub(crate) pre: wasmtime::InstancePre<host::HostState>,
+    /// Mutable globals the compiled module defines (its own, plus the inline gas counters).
+    pub(crate) mutable_globals: usize,
+    /// What start-up leaves behind, captured once (see `Instance::from_image`).
+    pub(crate) template: std::sync::OnceLock<Option<instance::Template>>,
     /// The format the module runs under.
     pub format: ModuleFormat,
     /// blake3 of the module bytes as given.
@@ -170,7 +174,10 @@ impl Engine {
         host::define_imports(&mut linker, &module, format.dialect())
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| EngineError::Link(format!("{e:#}")))?;
-        let loaded = Arc::new(LoadedModule { pre, format, hash });
+        let inline_gas = module.exports().any(|e| e.name() == gasinline::GAS_USED_EXPORT);
+        let mutable_globals = count_mutable_globals(wasm) + if inline_gas { 2 } else { 0 };
+        let loaded =
+            Arc::new(LoadedModule { pre, mutable_globals, template: std::sync::OnceLock::new(), format, hash });
         self.modules.lock().expect("module map").insert((hash, format), loaded.clone());
         Ok(loaded)
     }
@@ -179,4 +186,31 @@ impl Engine {
     pub fn instantiate(&self, module: &Arc<LoadedModule>, opts: ProcessOptions) -> Result<Instance, EngineError> {
         Instance::new(self, module.clone(), opts)
     }
+
+    /// A process resumed from a memory image: the same state as [`Engine::instantiate`] followed
+    /// by [`Instance::restore`], without re-running the module's start-up when the module's
+    /// post-start-up state (globals, host state) has been captured.
+    pub fn instantiate_image(
+        &self,
+        module: &Arc<LoadedModule>,
+        opts: ProcessOptions,
+        image: &[u8],
+    ) -> Result<Instance, EngineError> {
+        Instance::from_image(self, module.clone(), opts, image)
+    }
+}
+
+/// Mutable globals defined (not imported) by `wasm`; 0 for bytes that do not parse.
+fn count_mutable_globals(wasm: &[u8]) -> usize {
+    let mut n = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::GlobalSection(r)) => {
+                n += r.into_iter().filter_map(Result::ok).filter(|g| g.ty.mutable).count();
+            }
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            _ => {}
+        }
+    }
+    n
 }

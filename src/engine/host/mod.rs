@@ -131,6 +131,16 @@ pub fn resize_candidates(old: u64, requested: u64, max: u64) -> [u64; 3] {
     })
 }
 
+/// The host-side state a start-up leaves behind, to resume a process without re-running it.
+#[derive(Debug, Clone)]
+pub struct HostSnapshot {
+    clock: u64,
+    temp_ret0: i32,
+    tzset_called: bool,
+    fs: fs::MemFs,
+    random_pos: u64,
+}
+
 /// Everything one instance's imports read and write.
 pub struct HostState {
     pub format: ModuleFormat,
@@ -177,6 +187,26 @@ impl HostState {
             random_seed: String::new(),
             random_pos: 0,
         }
+    }
+
+    /// The state start-up leaves on the host side (clock, file system, one-shot flags).
+    pub fn snapshot(&self) -> HostSnapshot {
+        HostSnapshot {
+            clock: self.clock,
+            temp_ret0: self.temp_ret0,
+            tzset_called: self.tzset_called,
+            fs: self.fs.clone(),
+            random_pos: self.random_pos,
+        }
+    }
+
+    /// Puts back a [`HostSnapshot`].
+    pub fn restore_snapshot(&mut self, s: &HostSnapshot) {
+        self.clock = s.clock;
+        self.temp_ret0 = s.temp_ret0;
+        self.tzset_called = s.tzset_called;
+        self.fs = s.fs.clone();
+        self.random_pos = s.random_pos;
     }
 
     /// Reads the counter clock (`Date.now()` of the glue).
