@@ -6,15 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 use metalcu::engine::{Engine, EngineConfig, Instance, ModuleFormat, ProcessOptions};
 use serde_json::{Value, json};
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("METALCU_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    dir.join("fixtures/modules").is_dir().then_some(dir)
-}
 
 /// The first `n` steps (msg, env) of a goldens file.
 fn steps(shared: &Path, name: &str, n: usize) -> Vec<(Value, Value)> {
@@ -56,7 +52,7 @@ fn eval_msg(template: &Value, code: &str) -> Value {
 }
 
 fn benches(c: &mut Criterion) {
-    let Some(shared) = shared() else {
+    let Some(shared) = common::shared_dir() else {
         eprintln!("NOTE: ../shared not found (set METALCU_SHARED): engine benches skipped");
         return;
     };
@@ -130,6 +126,16 @@ fn benches(c: &mut Criterion) {
     let mut p = e.instantiate(&mh, ProcessOptions::default()).unwrap();
     let (msg, env) = steps(&shared, "happy", 1).pop().unwrap();
     g.bench_function("happy (format 1) call", |b| b.iter(|| p.handle(&msg, &env)));
+
+    // Per-call overhead outside the module: a module whose `handle` only echoes the message
+    // (strlen + copy), called with an aos-sized msg/env. Everything measured here is marshalling,
+    // the call protocol and result parsing, plus the echo's byte loop.
+    let echo = wat::parse_str(common::echo_wat("", "", "")).unwrap();
+    let me = e.load(&echo, ModuleFormat::Emscripten4).unwrap();
+    let mut p = e.instantiate(&me, ProcessOptions::default()).unwrap();
+    let (msg, env) = steps(&shared, "aos1-basics", 2).pop().unwrap();
+    let msg = eval_msg(&msg, "1 + 1");
+    g.bench_function("echo module, aos-sized message (per-call overhead)", |b| b.iter(|| p.handle(&msg, &env)));
     g.finish();
 }
 

@@ -799,67 +799,114 @@ fn at_path(st: &HostState, dirfd: i64, path: String) -> Result<String, i32> {
     Ok(format!("{}/{}", base.trim_end_matches('/'), path))
 }
 
+/// A `struct stat` field as the glue's `doStat` writes it.
+#[derive(Clone, Copy)]
+enum StatField {
+    Dev,
+    Mode,
+    Nlink,
+    Zero,
+    Rdev,
+    Size,
+    Blksize,
+    Blocks,
+    Secs,
+    /// `time % 1000 * 1000`, as the glue computes the sub-second part.
+    SubSec,
+    Ino,
+}
+
+/// `doStat` layouts: (byte offset, field, width in bytes) per glue generation.
+const STAT_E2: &[(u64, StatField, u8)] = {
+    use StatField::*;
+    &[
+        (0, Dev, 4),
+        (4, Zero, 4),
+        (8, Ino, 4),
+        (12, Mode, 4),
+        (16, Nlink, 4),
+        (20, Zero, 4),
+        (24, Zero, 4),
+        (28, Rdev, 4),
+        (32, Zero, 4),
+        (40, Size, 8),
+        (48, Blksize, 4),
+        (52, Blocks, 4),
+        (56, Secs, 4),
+        (60, Zero, 4),
+        (64, Secs, 4),
+        (68, Zero, 4),
+        (72, Secs, 4),
+        (76, Zero, 4),
+        (80, Ino, 8),
+    ]
+};
+const STAT_E4: &[(u64, StatField, u8)] = {
+    use StatField::*;
+    &[
+        (0, Dev, 4),
+        (4, Mode, 4),
+        (8, Nlink, 4),
+        (12, Zero, 4),
+        (16, Zero, 4),
+        (20, Rdev, 4),
+        (24, Size, 8),
+        (32, Blksize, 4),
+        (36, Blocks, 4),
+        (40, Secs, 8),
+        (48, SubSec, 4),
+        (56, Secs, 8),
+        (64, SubSec, 4),
+        (72, Secs, 8),
+        (80, SubSec, 4),
+        (88, Ino, 8),
+    ]
+};
+const STAT_W64: &[(u64, StatField, u8)] = {
+    use StatField::*;
+    &[
+        (0, Dev, 4),
+        (4, Mode, 4),
+        (8, Nlink, 8),
+        (16, Zero, 4),
+        (20, Zero, 4),
+        (24, Rdev, 4),
+        (32, Size, 8),
+        (40, Blksize, 4),
+        (44, Blocks, 4),
+        (48, Secs, 8),
+        (56, SubSec, 8),
+        (64, Secs, 8),
+        (72, SubSec, 8),
+        (80, Secs, 8),
+        (88, SubSec, 8),
+        (96, Ino, 8),
+    ]
+};
+
 fn write_stat(m: &mut [u8], d: Dialect, buf: u64, st: &super::fs::Stat) -> Result<(), HostTrap> {
-    let secs = (st.time_ms / 1000) as i64;
-    let nsec = (st.time_ms % 1000) * 1_000_000;
-    match d {
-        Dialect::E2 => {
-            let fields: [(u64, i32); 14] = [
-                (0, st.dev as i32),
-                (4, 0),
-                (8, st.ino as i32),
-                (12, st.mode as i32),
-                (16, 1),
-                (20, 0),
-                (24, 0),
-                (28, st.rdev as i32),
-                (32, 0),
-                (48, 4096),
-                (52, st.blocks as i32),
-                (56, secs as i32),
-                (64, secs as i32),
-                (72, secs as i32),
-            ];
-            for (off, v) in fields {
-                wr(m, buf + off, &v.to_le_bytes())?;
-            }
-            for off in [60u64, 68, 76] {
-                wr(m, buf + off, &0i32.to_le_bytes())?;
-            }
-            wr(m, buf + 40, &st.size.to_le_bytes())?;
-            wr(m, buf + 80, &st.ino.to_le_bytes())?;
-        }
-        Dialect::W64 => {
-            wr(m, buf, &(st.dev as i32).to_le_bytes())?;
-            wr(m, buf + 4, &(st.mode as i32).to_le_bytes())?;
-            wr(m, buf + 8, &1u64.to_le_bytes())?;
-            wr(m, buf + 16, &0i32.to_le_bytes())?;
-            wr(m, buf + 20, &0i32.to_le_bytes())?;
-            wr(m, buf + 24, &(st.rdev as i32).to_le_bytes())?;
-            wr(m, buf + 32, &st.size.to_le_bytes())?;
-            wr(m, buf + 40, &4096i32.to_le_bytes())?;
-            wr(m, buf + 44, &(st.blocks as i32).to_le_bytes())?;
-            for off in [48u64, 64, 80] {
-                wr(m, buf + off, &secs.to_le_bytes())?;
-                wr(m, buf + off + 8, &(nsec / 1000).to_le_bytes())?;
-            }
-            wr(m, buf + 96, &st.ino.to_le_bytes())?;
-        }
-        _ => {
-            wr(m, buf, &(st.dev as i32).to_le_bytes())?;
-            wr(m, buf + 4, &(st.mode as i32).to_le_bytes())?;
-            wr(m, buf + 8, &1u32.to_le_bytes())?;
-            wr(m, buf + 12, &0i32.to_le_bytes())?;
-            wr(m, buf + 16, &0i32.to_le_bytes())?;
-            wr(m, buf + 20, &(st.rdev as i32).to_le_bytes())?;
-            wr(m, buf + 24, &st.size.to_le_bytes())?;
-            wr(m, buf + 32, &4096i32.to_le_bytes())?;
-            wr(m, buf + 36, &(st.blocks as i32).to_le_bytes())?;
-            for off in [40u64, 56, 72] {
-                wr(m, buf + off, &secs.to_le_bytes())?;
-                wr(m, buf + off + 8, &((nsec / 1000) as u32).to_le_bytes())?;
-            }
-            wr(m, buf + 88, &st.ino.to_le_bytes())?;
+    let layout = match d {
+        Dialect::E2 => STAT_E2,
+        Dialect::W64 => STAT_W64,
+        _ => STAT_E4,
+    };
+    for &(off, field, width) in layout {
+        let v: u64 = match field {
+            StatField::Dev => st.dev as u64,
+            StatField::Mode => st.mode as u64,
+            StatField::Nlink => 1,
+            StatField::Zero => 0,
+            StatField::Rdev => st.rdev as u64,
+            StatField::Size => st.size,
+            StatField::Blksize => 4096,
+            StatField::Blocks => st.blocks,
+            StatField::Secs => st.time_ms / 1000,
+            StatField::SubSec => st.time_ms % 1000 * 1000,
+            StatField::Ino => st.ino,
+        };
+        match width {
+            4 => wr(m, buf + off, &(v as u32).to_le_bytes())?,
+            _ => wr(m, buf + off, &v.to_le_bytes())?,
         }
     }
     Ok(())
