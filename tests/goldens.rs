@@ -164,3 +164,35 @@ fn template_restore_equals_start_up_and_restore() {
         assert_eq!(slow.memory(), fast.memory(), "{module} ({format}): memory after the next message");
     }
 }
+
+/// WeaveDrive through asyncify on the real aos2 module: `io.open` of a `/data/<id>` path is served
+/// by the configured drive (open, reads, close each unwind and rewind the stack), and without a
+/// drive the file is not found, as in the reference.
+#[test]
+fn weavedrive_serves_data_to_aos2() {
+    use metalcu::engine::weavedrive::MapDrive;
+    let Some(shared) = common::shared_dir() else { return };
+    let wasm = std::fs::read(shared.join("fixtures/modules/aos2-emscripten4.wasm")).unwrap();
+    let steps = read_steps(&shared.join("goldens/out/aos2-basics.jsonl")).unwrap();
+    let engine = Engine::new(EngineConfig { pool_slots: 2, ..EngineConfig::default() }).unwrap();
+    let m = engine.load(&wasm, ModuleFormat::Emscripten4).unwrap();
+    let data = "hello from arweave ".repeat(1000);
+    let drive = MapDrive::new([("/data/abc".to_string(), data.clone().into_bytes())].into());
+    // aos2's `fread` returns the requested count whatever WeaveDrive read (the module's own
+    // contract), so a reader asks for a known size rather than reading to the end.
+    let code = format!(
+        "local f = io.open('/data/abc', 'r'); if not f then return 'missing' end; local s = f:read({}); f:close(); return #s .. ':' .. s:sub(1, 18)",
+        data.len()
+    );
+    let run = |drive: Option<std::sync::Arc<dyn metalcu::engine::weavedrive::WeaveDrive>>| {
+        let opts = ProcessOptions { weavedrive: drive, ..ProcessOptions::default() };
+        let mut p = engine.instantiate(&m, opts).unwrap();
+        p.handle(&steps[0].msg, &steps[0].env);
+        let mut msg = steps[1].msg.clone();
+        msg["Data"] = Value::String(code.clone());
+        let r = p.handle(&msg, &steps[1].env).result.expect("eval runs");
+        r["Output"]["data"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(run(Some(std::sync::Arc::new(drive))), format!("{}:hello from arweave", data.len()));
+    assert_eq!(run(None), "missing");
+}
