@@ -135,8 +135,18 @@ impl Instance {
         opts: ProcessOptions,
         image: &[u8],
     ) -> Result<Self, EngineError> {
-        let template = module.template.get_or_init(|| Self::capture_template(engine, &module));
-        let usable = template.as_ref().filter(|t| {
+        let template = match module.template.get() {
+            Some(t) => t.as_ref(),
+            None => {
+                // A failed start-up (e.g. the pool is full right now) is not cached; a module
+                // whose state cannot be captured is (`Some(None)`), and always restores slowly.
+                match Self::capture_template(engine, &module) {
+                    Ok(t) => module.template.get_or_init(|| t).as_ref(),
+                    Err(()) => None,
+                }
+            }
+        };
+        let usable = template.filter(|t| {
             opts.compute_limit >= t.startup_gas
                 && (image.len() as u64) >= t.memory_len
                 && t.memory_len <= opts.memory_limit.min(engine.config.max_memory_bytes)
@@ -152,10 +162,15 @@ impl Instance {
         Ok(inst)
     }
 
-    /// Starts one instance normally and records what start-up left behind; `None` when the
-    /// module's state cannot be captured completely (a mutable reference-typed global).
-    fn capture_template(engine: &Engine, module: &Arc<LoadedModule>) -> Option<Template> {
-        let mut inst = Self::new(engine, module.clone(), ProcessOptions::default()).ok()?;
+    /// Starts one instance normally and records what start-up left behind: `Ok(None)` when the
+    /// module's state cannot be captured completely (globals not all exported, or a mutable
+    /// reference-typed global), `Err` when no instance could be started now.
+    fn capture_template(engine: &Engine, module: &Arc<LoadedModule>) -> Result<Option<Template>, ()> {
+        let mut inst = Self::new(engine, module.clone(), ProcessOptions::default()).map_err(|_| ())?;
+        Ok(Self::template_of(&mut inst, module))
+    }
+
+    fn template_of(inst: &mut Instance, module: &Arc<LoadedModule>) -> Option<Template> {
         let startup_gas = inst.gas_used();
         let names: Vec<String> = module
             .pre
