@@ -85,22 +85,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| e.instantiate(&m1, ProcessOptions::default()).unwrap())
     });
     let img1 = booted(&e, &shared, "aos1-emscripten2.wasm", ModuleFormat::Emscripten2, "aos1-basics", 3).memory_image();
-    g.bench_function("aos1 instantiate + restore", |b| {
+    g.bench_function("aos1 instantiate + start-up + restore", |b| {
         b.iter(|| {
             let mut p = e.instantiate(&m1, ProcessOptions::default()).unwrap();
             p.restore(&img1).unwrap();
             p
         })
     });
+    g.bench_function("aos1 resume from image (template, no start-up)", |b| {
+        b.iter(|| e.instantiate_image(&m1, ProcessOptions::default(), &img1).unwrap())
+    });
     let aos2 = std::fs::read(modules.join("aos2-emscripten4.wasm")).unwrap();
     let m2 = e.load(&aos2, ModuleFormat::Emscripten4).unwrap();
     let img2 = booted(&e, &shared, "aos2-emscripten4.wasm", ModuleFormat::Emscripten4, "aos2-basics", 3).memory_image();
-    g.bench_function("aos2 instantiate + restore", |b| {
+    g.bench_function("aos2 instantiate + start-up + restore", |b| {
         b.iter(|| {
             let mut p = e.instantiate(&m2, ProcessOptions::default()).unwrap();
             p.restore(&img2).unwrap();
             p
         })
+    });
+    g.bench_function("aos2 resume from image (template, no start-up)", |b| {
+        b.iter(|| e.instantiate_image(&m2, ProcessOptions::default(), &img2).unwrap())
     });
     g.finish();
 

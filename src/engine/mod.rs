@@ -89,6 +89,9 @@ pub enum EngineError {
 /// A compiled module, ready to instantiate.
 pub struct LoadedModule {
     pub(crate) pre: wasmtime::InstancePre<host::HostState>,
+    /// Byte ranges the module's active data segments initialise (`None` if an offset is not a
+    /// constant): the only non-zero memory of a fresh instance before start-up.
+    pub(crate) data_ranges: Option<Vec<std::ops::Range<u64>>>,
     /// Mutable globals the compiled module defines (its own, plus the inline gas counters).
     pub(crate) mutable_globals: usize,
     /// What start-up leaves behind, captured once (see `Instance::from_image`).
@@ -176,8 +179,15 @@ impl Engine {
         let pre = linker.instantiate_pre(&module).map_err(|e| EngineError::Link(format!("{e:#}")))?;
         let inline_gas = module.exports().any(|e| e.name() == gasinline::GAS_USED_EXPORT);
         let mutable_globals = count_mutable_globals(wasm) + if inline_gas { 2 } else { 0 };
-        let loaded =
-            Arc::new(LoadedModule { pre, mutable_globals, template: std::sync::OnceLock::new(), format, hash });
+        let data_ranges = data_segment_ranges(wasm);
+        let loaded = Arc::new(LoadedModule {
+            pre,
+            data_ranges,
+            mutable_globals,
+            template: std::sync::OnceLock::new(),
+            format,
+            hash,
+        });
         self.modules.lock().expect("module map").insert((hash, format), loaded.clone());
         Ok(loaded)
     }
@@ -213,4 +223,27 @@ fn count_mutable_globals(wasm: &[u8]) -> usize {
         }
     }
     n
+}
+
+/// Ranges of linear memory that the active data segments of `wasm` initialise; `None` when a
+/// segment's offset is not a constant (or the bytes do not parse).
+fn data_segment_ranges(wasm: &[u8]) -> Option<Vec<std::ops::Range<u64>>> {
+    let mut out = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        if let wasmparser::Payload::DataSection(r) = payload.ok()? {
+            for d in r {
+                let d = d.ok()?;
+                if let wasmparser::DataKind::Active { offset_expr, .. } = d.kind {
+                    let mut ops = offset_expr.get_operators_reader();
+                    let start = match ops.read().ok()? {
+                        wasmparser::Operator::I32Const { value } => value as u32 as u64,
+                        wasmparser::Operator::I64Const { value } => value as u64,
+                        _ => return None,
+                    };
+                    out.push(start..start + d.data.len() as u64);
+                }
+            }
+        }
+    }
+    Some(out)
 }
