@@ -941,7 +941,9 @@ fn syscall(c: &mut Caller<'_, HostState>, name: &str, d: Dialect, a: &[Val]) -> 
                 3 => st.fs.flags(fd).map(i64::from),
                 4 => st.fs.set_flags(fd, arg).map(|_| 0),
                 5 | 12 => {
-                    let _ = wr(m, u(&a[2]), &2i16.to_le_bytes()); // l_type = F_UNLCK
+                    // F_GETLK: `struct flock *` from the varargs; report l_type = F_UNLCK.
+                    let flock = rd_ptr(m, u(&a[2]), d).map_err(|_| errno::EINVAL)?;
+                    wr(m, flock, &2i16.to_le_bytes()).map_err(|_| errno::EINVAL)?;
                     Ok(0)
                 }
                 6 | 7 | 13 | 14 => Ok(0),
