@@ -57,7 +57,17 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&a.module).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", a.module.display()))?;
     let steps = read_steps(&a.messages)?;
     let initial = match &a.memory {
-        Some(p) => Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", p.display()))?),
+        Some(p) => {
+            let image = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", p.display()))?;
+            if image.is_empty() || image.len() % 65536 != 0 {
+                anyhow::bail!(
+                    "{}: a memory image is a whole number of 64 KiB pages; this is {} bytes",
+                    p.display(),
+                    image.len()
+                );
+            }
+            Some(image)
+        }
         None => None,
     };
     let config = EngineConfig {

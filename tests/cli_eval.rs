@@ -92,3 +92,42 @@ fn bad_input_names_file_line_and_field() {
     assert!(!ok);
     assert!(stderr.contains("missing.wasm"), "{stderr}");
 }
+
+#[test]
+fn eval_starts_from_a_memory_image_and_refuses_a_truncated_one() {
+    use metalcu::engine::{Engine, EngineConfig, ModuleFormat, ProcessOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let module = echo_module(dir.path());
+    // An image of the echo process after one message, made with the library.
+    let engine = Engine::new(EngineConfig { pool_slots: 2, ..EngineConfig::default() }).unwrap();
+    let m = engine.load(&std::fs::read(&module).unwrap(), ModuleFormat::Emscripten4).unwrap();
+    let mut p = engine.instantiate(&m, ProcessOptions::default()).unwrap();
+    p.handle(&serde_json::json!({"Id": "first"}), &serde_json::json!({}));
+    let image = p.memory_image();
+    let img = dir.path().join("img.bin");
+    std::fs::write(&img, &image).unwrap();
+    let msgs = write(dir.path(), "in.jsonl", "{\"msg\":{\"Id\":\"second\"},\"env\":{}}\n");
+    let run = |img: &std::path::Path| {
+        metalcu()
+            .args(["eval", "--format", "wasm32-unknown-emscripten4", "--memory"])
+            .arg(img)
+            .arg("--module")
+            .arg(&module)
+            .arg("--messages")
+            .arg(&msgs)
+            .output()
+            .unwrap()
+    };
+    let o = run(&img);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    p.handle(&serde_json::json!({"Id": "second"}), &serde_json::json!({}));
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(p.memory()));
+    assert_eq!(line["memory_sha256"], serde_json::json!(want), "same memory as the uninterrupted process");
+
+    std::fs::write(&img, &image[..1000]).unwrap();
+    let o = run(&img);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("img.bin") && err.contains("64 KiB"), "{err}");
+}
