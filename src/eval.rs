@@ -84,12 +84,12 @@ impl Replay<'_> {
         mut emit: impl FnMut(usize, String) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut inst = self.fresh(initial.as_deref())?;
-        // The memory the CU keeps: `None` until the first successful call (or the given image).
-        let mut kept: Option<Vec<u8>> = initial;
+        // Whether the CU holds a memory yet: not until the first successful call (or an image).
+        let mut has_memory = initial.is_some();
         for (i, step) in steps.iter().enumerate() {
             // The rollback rule needs the memory from before the call when it fails; the instance
             // itself keeps memory between successful calls.
-            let before = kept.is_some().then(|| inst.memory_image());
+            let before = has_memory.then(|| inst.memory_image());
             let out = inst.handle(&step.msg, &step.env);
             let mut line = Map::new();
             line.insert("step".into(), Value::from(i));
@@ -107,11 +107,10 @@ impl Replay<'_> {
             }
             let digest = |m: &[u8]| (Value::from(m.len()), Value::String(hex::encode(sha2::Sha256::digest(m))));
             let (len, hash) = if out.failed() {
-                kept = before;
-                inst = self.fresh(kept.as_deref())?;
-                kept.as_deref().map(digest).unwrap_or((Value::from(0), Value::Null))
+                inst = self.fresh(before.as_deref())?;
+                before.as_deref().map(digest).unwrap_or((Value::from(0), Value::Null))
             } else {
-                kept = Some(Vec::new()); // marker: the memory lives in the instance
+                has_memory = true;
                 digest(inst.memory())
             };
             line.insert("memory_len".into(), len);

@@ -1,6 +1,8 @@
 //! metalcu: an ao Compute Unit for bare metal.
 //!
 //! - [`engine`]: runs ao modules in wasmtime, byte-exact with the reference host;
-//! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`).
+//! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
+//! - [`su`]: the Scheduler Unit's data: pages, nodes → `msg`, hash chains (the CU server's input).
 pub mod engine;
 pub mod eval;
+pub mod su;
