@@ -2,4 +2,5 @@
 //! module options a process gets (limits, format, extensions). The process actor, ordering and
 //! cron generation join this module with issue 4.
 
+pub mod cron;
 pub mod options;
