@@ -9,4 +9,5 @@
 
 pub mod hashchain;
 pub mod message;
+pub mod scheduler;
 pub mod types;
