@@ -1,12 +1,20 @@
 //! metalcu: an ao Compute Unit for bare metal.
 //!
+//! - [`dev`]: `metalcu dev`, a CU with an embedded scheduler and gateway on one machine;
 //! - [`engine`]: runs ao modules in wasmtime, byte-exact with the reference host;
 //! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
+//! - [`gateway`]: the Arweave gateway the CU reads modules and data from;
+//! - [`http`]: the CU's HTTP API (routes, validation, cursors) over a `CuService` domain seam;
 //! - [`process`]: per-process rules between the scheduler's data and the engine (options, limits);
+//! - [`service`]: the CU core behind the HTTP layer (runtime + store);
 //! - [`store`]: persistence of evaluation results;
 //! - [`su`]: the Scheduler Unit's data: pages, nodes → `msg`, hash chains (the CU server's input).
+pub mod dev;
 pub mod engine;
 pub mod eval;
+pub mod gateway;
+pub mod http;
 pub mod process;
+pub mod service;
 pub mod store;
 pub mod su;

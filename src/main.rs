@@ -22,6 +22,39 @@ struct Cli {
 enum Cmd {
     /// Replay a message log through the engine; one output line per step in the goldens' schema.
     Eval(EvalArgs),
+    /// A CU with an embedded local scheduler and gateway on 127.0.0.1, running a demo process.
+    Dev(DevArgs),
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Port of the CU's HTTP API.
+    #[arg(long, default_value_t = 6363)]
+    port: u16,
+    /// Port of the local scheduler's HTTP API (where messages are posted).
+    #[arg(long, default_value_t = 6364)]
+    su_port: u16,
+    /// Where the scheduler log, the results and the module cache are kept.
+    #[arg(long, default_value = ".metalcu-dev")]
+    data_dir: PathBuf,
+    /// Spawn the demo process from this module instead of the built-in echo module.
+    #[arg(long, requires = "format")]
+    module: Option<PathBuf>,
+    /// The Module-Format of --module.
+    #[arg(long, requires = "module")]
+    format: Option<String>,
+}
+
+fn dev(a: DevArgs) -> anyhow::Result<()> {
+    let module = match (a.module, a.format) {
+        (Some(m), Some(f)) => Some((m, f.parse::<ModuleFormat>().map_err(|e| anyhow::anyhow!("--format: {e}"))?)),
+        _ => None,
+    };
+    let cfg = metalcu::dev::DevConfig { port: a.port, su_port: a.su_port, data_dir: a.data_dir, module };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(metalcu::dev::run(cfg, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))
 }
 
 #[derive(clap::Args)]
@@ -105,6 +138,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Eval(a) => eval(a),
+        Cmd::Dev(a) => dev(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,4 +3,5 @@
 //! cron generation join this module with issue 4.
 
 pub mod cron;
+pub mod evaluator;
 pub mod options;

@@ -8,6 +8,12 @@
 
 use serde_json::Value;
 
+pub mod memory;
+pub mod redb;
+
+pub use self::memory::MemoryStore;
+pub use self::redb::{RedbStore, has_error};
+
 /// Most evaluations one query returns.
 pub const MAX_PAGE: usize = 1000;
 

@@ -8,6 +8,8 @@
 //! [`types::MAX_TAG_BYTES`]); a malformed node is an error naming the message, never a guess.
 
 pub mod hashchain;
+pub mod local;
+pub mod local_http;
 pub mod message;
 pub mod scheduler;
 pub mod types;
