@@ -213,8 +213,19 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
                 p.link = Some(Link { assignment_id: s.assignment_id.clone(), hash_chain: s.hash_chain.clone() });
                 progressed = true;
             }
-            if !page.page_info.has_next_page || (!progressed && page.edges.is_empty()) {
+            if !page.page_info.has_next_page {
                 break;
+            }
+            if !progressed {
+                // A full page with nothing new: the scheduler is not advancing; asking again
+                // with the same bounds would loop forever.
+                return Err(CuError::new(
+                    502,
+                    format!(
+                        "scheduler page for process {pid} did not advance past nonce {:?}",
+                        p.last.as_ref().map(|l| l.nonce)
+                    ),
+                ));
             }
         }
         match &p.last {
