@@ -296,31 +296,15 @@ impl Query {
     }
 }
 
-/// Decodes `%XX` escapes, and `+` as a space if `plus_is_space` (queries, not paths); `None` for a
-/// bad escape or invalid UTF-8.
+/// Strict percent-decoding: every `%` must start a two-digit hex escape (a malformed one is a
+/// 400 here); the decoding itself is the CU API's (`http::query::percent_decode`).
 fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    let hex_at = |k: usize| b.get(k).is_some_and(u8::is_ascii_hexdigit);
+    if b.iter().enumerate().any(|(i, c)| *c == b'%' && !(hex_at(i + 1) && hex_at(i + 2))) {
+        return None;
     }
-    String::from_utf8(out).ok()
+    crate::http::query::percent_decode(s, plus_is_space)
 }
 
 #[cfg(test)]
