@@ -90,6 +90,11 @@ async fn dev_stack_serves_results_and_survives_a_restart() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["Output"]["Read-Only"], true);
     assert_eq!(out["Output"]["From"], "1234");
+    let keys: Vec<&str> = out["Output"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["Id", "Data", "Owner", "Target", "From", "Tags", "Timestamp", "Block-Height", "Cron", "Read-Only"]
+    );
     let (_, after) = http(dev.cu_addr, "GET", &format!("/results/{pid}"), None).await;
     assert_eq!(after["edges"].as_array().unwrap().len(), 4, "spawn + 3 messages; the dry-run left nothing");
     // Unknown message and bad input.

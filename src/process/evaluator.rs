@@ -31,6 +31,26 @@ use crate::su::scheduler::{PageQuery, Scheduler};
 pub const CHECKPOINT_EVERY: usize = 64;
 /// Edges asked per scheduler page (`LOAD_MESSAGES_PAGE_SIZE`).
 pub const PAGE_SIZE: u32 = 1000;
+/// The keys of a `msg` object in the order the reference writes them (cu-protocol §4.3).
+const MSG_KEYS: [&str; 16] = [
+    "Id",
+    "Signature",
+    "Data",
+    "Owner",
+    "Target",
+    "Anchor",
+    "From",
+    "Forwarded-By",
+    "Tags",
+    "Epoch",
+    "Nonce",
+    "Timestamp",
+    "Block-Height",
+    "Hash-Chain",
+    "Cron",
+    "Read-Only",
+];
+
 /// Processes the runtime keeps state for at once.
 pub const MAX_PROCESSES: usize = 10_000;
 
@@ -381,7 +401,15 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         }
         msg.insert("Cron".into(), Value::Bool(false));
         msg.insert("Read-Only".into(), Value::Bool(true));
-        let msg = Value::Object(msg);
+        // The reference's key order (§4.3), so `JSON.stringify(msg)` is the same bytes.
+        let mut ordered = Map::new();
+        for k in MSG_KEYS {
+            if let Some(v) = msg.remove(k) {
+                ordered.insert(k.to_string(), v);
+            }
+        }
+        ordered.extend(msg);
+        let msg = Value::Object(ordered);
         let out = tokio::task::spawn_blocking(move || fork.handle(&msg, &env))
             .await
             .map_err(|e| CuError::new(500, format!("dry-run task: {e}")))?;
