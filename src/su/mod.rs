@@ -7,6 +7,7 @@
 //! Invariants: SU data is untrusted — every field is validated and bounded ([`types::MAX_TAGS`],
 //! [`types::MAX_TAG_BYTES`]); a malformed node is an error naming the message, never a guess.
 
+pub mod client;
 pub mod hashchain;
 pub mod local;
 pub mod local_http;
