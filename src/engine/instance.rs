@@ -280,13 +280,13 @@ impl Instance {
         // The gas tank of the glue exists from instantiation on: start-up runs metered too.
         me.refill_gas().map_err(|e| EngineError::Instantiate(error_text(&e)))?;
         if start_up {
-            me.start_up(&inst).map_err(|e| EngineError::Startup(error_text(&e)))?;
+            me.start_up().map_err(|e| EngineError::Startup(error_text(&e)))?;
         }
         Ok(me)
     }
 
-    fn func(&mut self, inst: &wasmtime::Instance, name: &str) -> Option<Func> {
-        inst.get_func(&mut self.store, name)
+    fn func(&mut self, name: &str) -> Option<Func> {
+        self.instance.get_func(&mut self.store, name)
     }
 
     fn call(&mut self, f: Func, args: &[Val]) -> wasmtime::Result<i64> {
@@ -313,8 +313,8 @@ impl Instance {
     }
 
     /// `writeStackCookie` / `checkStackCookie` of the glue.
-    fn stack_cookie(&mut self, inst: &wasmtime::Instance, write: bool) -> wasmtime::Result<()> {
-        let Some(get_end) = self.func(inst, "emscripten_stack_get_end") else { return Ok(()) };
+    fn stack_cookie(&mut self, write: bool) -> wasmtime::Result<()> {
+        let Some(get_end) = self.func("emscripten_stack_get_end") else { return Ok(()) };
         let mut max = self.call(get_end, &[])? as u64;
         if max == 0 && self.dialect != Dialect::E2 {
             max += 4;
@@ -348,38 +348,38 @@ impl Instance {
         Ok(())
     }
 
-    fn start_up(&mut self, inst: &wasmtime::Instance) -> wasmtime::Result<()> {
+    fn start_up(&mut self) -> wasmtime::Result<()> {
         let d = self.dialect;
         if d == Dialect::E1 {
             let ctors =
-                self.func(inst, "F").ok_or_else(|| wasmtime::format_err!("module does not export F (constructors)"))?;
+                self.func("F").ok_or_else(|| wasmtime::format_err!("module does not export F (constructors)"))?;
             self.call(ctors, &[])?;
-            if let Some(main) = self.func(inst, "H") {
+            if let Some(main) = self.func("H") {
                 self.call(main, &[Val::I32(0), Val::I32(0)])?;
             }
             return Ok(());
         }
-        if let Some(init) = self.func(inst, "emscripten_stack_init") {
+        if let Some(init) = self.func("emscripten_stack_init") {
             self.call(init, &[])?;
         }
-        self.stack_cookie(inst, true)?;
-        self.stack_cookie(inst, false)?;
-        if let Some(ctors) = self.func(inst, "__wasm_call_ctors") {
+        self.stack_cookie(true)?;
+        self.stack_cookie(false)?;
+        if let Some(ctors) = self.func("__wasm_call_ctors") {
             self.call(ctors, &[])?;
         }
         if d == Dialect::E3 {
             // callMain(): main(0, 0), then exitJS → checkUnflushedContent → fflush(0).
-            self.stack_cookie(inst, false)?;
-            if let Some(main) = self.func(inst, "main") {
+            self.stack_cookie(false)?;
+            if let Some(main) = self.func("main") {
                 self.call(main, &[Val::I32(0), Val::I32(0)])?;
-                if let Some(fflush) = self.func(inst, "fflush") {
+                if let Some(fflush) = self.func("fflush") {
                     self.call(fflush, &[Val::I32(0)])?;
                 }
             }
         }
         if d == Dialect::E2 {
-            self.stack_cookie(inst, false)?;
-            if let Some(main) = self.func(inst, "main") {
+            self.stack_cookie(false)?;
+            if let Some(main) = self.func("main") {
                 // callMain(["thisProgram"]): argv array, then the string, on the wasm stack.
                 const PROGRAM: &str = "thisProgram";
                 let alloc = self.store.data().exports.stack_alloc.expect("checked");
@@ -399,14 +399,14 @@ impl Instance {
                 w(data, argv + 4, &0u32.to_le_bytes())?;
                 let argv_v = self.ptr(argv);
                 self.call(main, &[Val::I32(1), argv_v])?;
-                if let Some(fflush) = self.func(inst, "fflush") {
+                if let Some(fflush) = self.func("fflush") {
                     let z = self.ptr(0);
                     self.call(fflush, &[z])?;
                 }
             }
         }
-        self.stack_cookie(inst, false)?;
-        self.stack_cookie(inst, false)?;
+        self.stack_cookie(false)?;
+        self.stack_cookie(false)?;
         Ok(())
     }
 

@@ -178,8 +178,8 @@ impl Engine {
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| EngineError::Link(format!("{e:#}")))?;
         let inline_gas = module.exports().any(|e| e.name() == gasinline::GAS_USED_EXPORT);
-        let mutable_globals = count_mutable_globals(wasm) + if inline_gas { 2 } else { 0 };
-        let data_ranges = data_segment_ranges(wasm);
+        let (own_globals, data_ranges) = module_facts(wasm);
+        let mutable_globals = own_globals + if inline_gas { 2 } else { 0 };
         let loaded = Arc::new(LoadedModule {
             pre,
             data_ranges,
@@ -210,40 +210,44 @@ impl Engine {
     }
 }
 
-/// Mutable globals defined (not imported) by `wasm`; 0 for bytes that do not parse.
-fn count_mutable_globals(wasm: &[u8]) -> usize {
-    let mut n = 0;
+/// What resuming from an image needs to know of `wasm`, in one pass over its sections: the
+/// mutable globals it defines (not imports), and the byte ranges of linear memory its active data
+/// segments initialise (`None` when a segment's offset is not a constant, or the bytes do not
+/// parse; the count then covers the sections read before the error).
+fn module_facts(wasm: &[u8]) -> (usize, Option<Vec<std::ops::Range<u64>>>) {
+    let mut globals = 0;
+    let mut ranges = Some(Vec::new());
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         match payload {
             Ok(wasmparser::Payload::GlobalSection(r)) => {
-                n += r.into_iter().filter_map(Result::ok).filter(|g| g.ty.mutable).count();
+                globals += r.into_iter().filter_map(Result::ok).filter(|g| g.ty.mutable).count();
             }
-            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
-            _ => {}
-        }
-    }
-    n
-}
-
-/// Ranges of linear memory that the active data segments of `wasm` initialise; `None` when a
-/// segment's offset is not a constant (or the bytes do not parse).
-fn data_segment_ranges(wasm: &[u8]) -> Option<Vec<std::ops::Range<u64>>> {
-    let mut out = Vec::new();
-    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        if let wasmparser::Payload::DataSection(r) = payload.ok()? {
-            for d in r {
-                let d = d.ok()?;
-                if let wasmparser::DataKind::Active { offset_expr, .. } = d.kind {
-                    let mut ops = offset_expr.get_operators_reader();
-                    let start = match ops.read().ok()? {
-                        wasmparser::Operator::I32Const { value } => value as u32 as u64,
-                        wasmparser::Operator::I64Const { value } => value as u64,
-                        _ => return None,
+            Ok(wasmparser::Payload::DataSection(r)) => {
+                for d in r {
+                    let Some(range) = d.ok().and_then(|d| data_range(&d)) else {
+                        ranges = None;
+                        break;
                     };
-                    out.push(start..start + d.data.len() as u64);
+                    if let (Some(out), Some(range)) = (ranges.as_mut(), range) {
+                        out.push(range);
+                    }
                 }
             }
+            Ok(_) => {}
+            Err(_) => return (globals, None),
         }
     }
-    Some(out)
+    (globals, ranges)
+}
+
+/// The memory range an active data segment initialises (`Some(None)` for a passive one), or
+/// `None` when its offset is not a constant.
+fn data_range(d: &wasmparser::Data<'_>) -> Option<Option<std::ops::Range<u64>>> {
+    let wasmparser::DataKind::Active { offset_expr, .. } = &d.kind else { return Some(None) };
+    let start = match offset_expr.get_operators_reader().read().ok()? {
+        wasmparser::Operator::I32Const { value } => value as u32 as u64,
+        wasmparser::Operator::I64Const { value } => value as u64,
+        _ => return None,
+    };
+    Some(Some(start..start + d.data.len() as u64))
 }
