@@ -1,5 +1,6 @@
 //! metalcu: an ao Compute Unit for bare metal.
 //!
+//! - [`bench`]: `metalcu bench`, the end-to-end load bench;
 //! - [`dev`]: `metalcu dev`, a CU with an embedded scheduler and gateway on one machine;
 //! - [`engine`]: runs ao modules in wasmtime, byte-exact with the reference host;
 //! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
@@ -9,6 +10,7 @@
 //! - [`service`]: the CU core behind the HTTP layer (runtime + store);
 //! - [`store`]: persistence of evaluation results;
 //! - [`su`]: the Scheduler Unit's data: pages, nodes → `msg`, hash chains (the CU server's input).
+pub mod bench;
 pub mod dev;
 pub mod engine;
 pub mod eval;

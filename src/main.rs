@@ -24,6 +24,8 @@ enum Cmd {
     Eval(EvalArgs),
     /// A CU with an embedded local scheduler and gateway on 127.0.0.1, running a demo process.
     Dev(DevArgs),
+    /// End-to-end load bench: a local scheduler + gateway with N processes x M messages, driving a CU.
+    Bench(metalcu::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -139,6 +141,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Eval(a) => eval(a),
         Cmd::Dev(a) => dev(a),
+        Cmd::Bench(a) => metalcu::bench::main(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
