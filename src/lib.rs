@@ -6,6 +6,7 @@
 //! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
 //! - [`gateway`]: the Arweave gateway the CU reads modules and data from;
 //! - [`http`]: the CU's HTTP API (routes, validation, cursors) over a `CuService` domain seam;
+//! - [`net`]: the client side of HTTP (transports: epoll, io_uring; retries and redirects);
 //! - [`process`]: per-process rules between the scheduler's data and the engine (options, limits);
 //! - [`service`]: the CU core behind the HTTP layer (runtime + store);
 //! - [`store`]: persistence of evaluation results;
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod eval;
 pub mod gateway;
 pub mod http;
+pub mod net;
 pub mod process;
 pub mod service;
 pub mod store;

@@ -330,7 +330,7 @@ async fn unknown_processes_and_messages_are_not_found() {
     assert_eq!(su.message(&pid, &posted[1].id).await.unwrap(), page.edges[1].node);
     assert_eq!(su.message(&pid, &pid).await.unwrap(), page.edges[0].node);
     assert_eq!(su.latest(&pid).await.unwrap(), Some(page.edges[2].node.clone()));
-    let (ts, height) = su.timestamp().await.unwrap();
+    let (ts, height) = su.timestamp("any").await.unwrap();
     assert_eq!((ts, height), (now.load(Ordering::SeqCst), local::block_height_at(ts)));
 }
 

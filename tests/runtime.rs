@@ -65,9 +65,9 @@ impl Scheduler for Faulty {
         self.check()?;
         self.inner.latest(pid).await
     }
-    async fn timestamp(&self) -> Result<(i64, u64), SuError> {
+    async fn timestamp(&self, pid: &str) -> Result<(i64, u64), SuError> {
         self.check()?;
-        self.inner.timestamp().await
+        self.inner.timestamp(pid).await
     }
 }
 

@@ -102,7 +102,7 @@ async fn the_client_reads_the_local_su_over_http() {
     assert_eq!(map_node(&m).unwrap().nonce, 3);
     let latest = client.latest(&pid).await.unwrap().unwrap();
     assert_eq!(map_node(&latest).unwrap().nonce, 5);
-    let (ts, height) = client.timestamp().await.unwrap();
+    let (ts, height) = client.timestamp("p").await.unwrap();
     assert_eq!((ts, height), su.now());
 
     // Unknown ids: NotFound, quickly (no retries).
@@ -177,7 +177,7 @@ const NODE: &str = r#"{"message":null,"assignment":{"id":"A1","owner":{"address"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_then_succeed() {
     let (base, count) = fake(Arc::new(|n, path| {
-        assert_eq!(path, "/timestamp");
+        assert_eq!(path, "/timestamp?process-id=p");
         if n < 2 {
             http("500 Internal Server Error", "", r#"{"error":"boom"}"#)
         } else {
@@ -186,7 +186,7 @@ async fn server_errors_are_retried_then_succeed() {
     }))
     .await;
     let client = HttpScheduler::new(&base, fast()).unwrap();
-    assert_eq!(client.timestamp().await.unwrap(), (1_712_967_091_755, 1_412_345));
+    assert_eq!(client.timestamp("p").await.unwrap(), (1_712_967_091_755, 1_412_345));
     assert_eq!(count.load(Ordering::SeqCst), 3);
 }
 
@@ -252,7 +252,7 @@ async fn invalid_bodies_and_not_found_are_not_retried() {
     // A body past the bound: Invalid, once.
     let (base, count) = fake(Arc::new(|_, _| http("200 OK", "", &"x".repeat(2048)))).await;
     let client = HttpScheduler::new(&base, ClientConfig { max_body_bytes: 1024, ..fast() }).unwrap();
-    assert!(matches!(client.timestamp().await, Err(SuError::Invalid(ref t)) if t.contains("larger than")));
+    assert!(matches!(client.timestamp("p").await, Err(SuError::Invalid(ref t)) if t.contains("larger than")));
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
 

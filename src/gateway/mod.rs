@@ -7,7 +7,21 @@ pub mod local;
 
 use std::future::Future;
 
+pub use crate::process::cron::Block;
 use crate::su::types::{Owner, Tag};
+
+/// Most blocks one [`Gateway::blocks`] answer holds (the reference pages by 90; callers ask again
+/// from the last height for more).
+pub const MAX_BLOCKS_PER_CALL: usize = 10_000;
+
+/// Where a scheduler (by wallet address) serves, from its `Scheduler-Location` record (§2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerLocation {
+    /// The SU's URL, without a trailing `/`.
+    pub url: String,
+    /// How long the record may be cached (`Time-To-Live`, ms).
+    pub ttl_ms: u64,
+}
 
 /// Transaction metadata (the GraphQL `transactions` node the CU reads).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,4 +62,13 @@ pub trait Gateway: Send + Sync + 'static {
     fn transaction(&self, id: &str) -> impl Future<Output = Result<TxMeta, GatewayError>> + Send;
     /// The raw data of transaction `id` (`GET /raw/{id}`).
     fn raw(&self, id: &str) -> impl Future<Output = Result<bytes::Bytes, GatewayError>> + Send;
+    /// Blocks with height ≥ `min_height` in height order, up to the first whose timestamp
+    /// (seconds) exceeds `max_timestamp_s`, at most [`MAX_BLOCKS_PER_CALL`] (§3.3; cron only).
+    fn blocks(
+        &self,
+        min_height: u64,
+        max_timestamp_s: i64,
+    ) -> impl Future<Output = Result<Vec<Block>, GatewayError>> + Send;
+    /// The newest `Scheduler-Location` record of scheduler wallet `owner` (§2.1).
+    fn scheduler_location(&self, owner: &str) -> impl Future<Output = Result<SchedulerLocation, GatewayError>> + Send;
 }

@@ -750,7 +750,7 @@ impl Scheduler for LocalScheduler {
         Ok(Some(reparse(self.latest_json(pid)?)?))
     }
 
-    async fn timestamp(&self) -> Result<(i64, u64), SuError> {
+    async fn timestamp(&self, _pid: &str) -> Result<(i64, u64), SuError> {
         Ok(self.now())
     }
 }

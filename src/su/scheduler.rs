@@ -48,6 +48,6 @@ pub trait Scheduler: Send + Sync + 'static {
     fn message(&self, pid: &str, message_id: &str) -> impl Future<Output = Result<Node, SuError>> + Send;
     /// `GET /{pid}/latest`: the last node, if any.
     fn latest(&self, pid: &str) -> impl Future<Output = Result<Option<Node>, SuError>> + Send;
-    /// `GET /timestamp`: the SU's clock (ms) and block height.
-    fn timestamp(&self) -> impl Future<Output = Result<(i64, u64), SuError>> + Send;
+    /// `GET /timestamp?process-id={pid}`: the SU's clock (ms) and block height.
+    fn timestamp(&self, pid: &str) -> impl Future<Output = Result<(i64, u64), SuError>> + Send;
 }
