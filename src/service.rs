@@ -100,16 +100,13 @@ impl<S: Scheduler, G: Gateway> CuService for Service<S, G> {
     }
 
     async fn cron(&self, pid: &str, q: ResultsQuery) -> Result<Connection, ApiError> {
-        // Evaluates the scheduled messages up to `to` first (cron generation comes with issue 4).
+        // Evaluates up to `to` (or the SU's clock) first, crons included.
         self.runtime.evaluate_to(pid, q.to.as_ref().map(|t| t.timestamp)).await.map_err(api)?;
         self.page(pid, &q, true)
     }
 
     async fn dry_run(&self, pid: &str, to: Option<String>, message: Map<String, Value>) -> Result<Value, ApiError> {
-        if to.is_some() {
-            return Err(ApiError::new(501, "dry-run at a past message (`to`) is not supported yet; omit `to`"));
-        }
-        self.runtime.dry_run(pid, message).await.map_err(api)
+        self.runtime.dry_run(pid, message, to.as_deref()).await.map_err(api)
     }
 
     async fn state(&self, pid: &str, to: Option<i64>) -> Result<StateBody, ApiError> {

@@ -11,46 +11,33 @@
 //! on a failure it resumes the image and replays them, and checks that the replay reproduces the
 //! recorded state hash (a failed check is a determinism bug: the process stops with an error).
 //!
-//! Not yet here (issue 4): cron messages, assignments hydrated from the gateway, legacy processes
-//! whose first edge is not the process itself, resuming from stored checkpoints after a restart.
+//! Between two scheduled messages (and after the last, up to the target or the SU's "now") the
+//! process's crons fire (§4.5); assignments of existing transactions are completed from the
+//! gateway (§2.5); a legacy process whose stream does not start with itself is started with a
+//! synthesized spawn message (§4.4), evaluated but not stored.
+//!
+//! Not yet here (issue 5): resuming from stored checkpoints after a restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::cron::{self, Block, Cron, Tick};
+use super::msgs::{cron_message, dry_run_message, hydrate_assignment, spawn_message};
 use super::options::{Policy, module_options};
 use crate::engine::{Engine, Instance, LoadedModule, ProcessOptions};
 use crate::gateway::Gateway;
 use crate::store::{Evaluation, Position, Store};
 use crate::su::hashchain::{self, Link};
-use crate::su::message::{map_node, owner_address, tag};
+use crate::su::message::{Scheduled, map_node, owner_address, tag};
 use crate::su::scheduler::{PageQuery, Scheduler};
+use crate::su::types::Process;
 
 /// Successful messages between two in-memory images kept for rollback.
 pub const CHECKPOINT_EVERY: usize = 64;
 /// Edges asked per scheduler page (`LOAD_MESSAGES_PAGE_SIZE`).
 pub const PAGE_SIZE: u32 = 1000;
-/// The keys of a `msg` object in the order the reference writes them (cu-protocol §4.3).
-const MSG_KEYS: [&str; 16] = [
-    "Id",
-    "Signature",
-    "Data",
-    "Owner",
-    "Target",
-    "Anchor",
-    "From",
-    "Forwarded-By",
-    "Tags",
-    "Epoch",
-    "Nonce",
-    "Timestamp",
-    "Block-Height",
-    "Hash-Chain",
-    "Cron",
-    "Read-Only",
-];
-
 /// Processes the runtime keeps state for at once.
 pub const MAX_PROCESSES: usize = 10_000;
 
@@ -82,9 +69,21 @@ struct Loaded {
     last_hash: Option<[u8; 32]>,
     /// Memory image after the message at `checkpoint.1` (None: start from a cold instance).
     checkpoint: Option<(Vec<u8>, Position)>,
+    /// `(timestamp, nonce)` of the last scheduled message handled (evaluated, or skipped as a
+    /// duplicate assignment).
+    handled: Option<(i64, u64)>,
     /// Messages evaluated successfully since the checkpoint, to replay on rollback.
     since: Vec<Value>,
     metering: bool,
+    /// The process as its SU describes it (spawn synthesis, cron origin, owner).
+    process: Process,
+    /// Address of the process owner (cron messages come from it).
+    owner: String,
+    crons: Vec<Cron>,
+    /// Block height in force at `last` (the block of the last evaluated message).
+    block_height: u64,
+    /// The synthesized spawn message of a legacy process has been evaluated.
+    spawned: bool,
 }
 
 /// The evaluation core of a CU.
@@ -95,6 +94,26 @@ pub struct Runtime<S: Scheduler, G: Gateway> {
     gateway: Arc<G>,
     policy: Policy,
     processes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+}
+
+fn su_error(e: crate::su::scheduler::SuError) -> CuError {
+    CuError::new(e.status(), e.to_string())
+}
+
+/// Data as text, as `Response.text()` decodes it: UTF-8 with replacement characters, a leading
+/// byte-order mark dropped.
+fn text_of(data: &[u8]) -> String {
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    String::from_utf8_lossy(data).into_owned()
+}
+
+/// Whether `s` is the process's own spawn message (the first edge of a post-aop6 process).
+fn is_spawn(s: &Scheduled) -> bool {
+    !s.is_assignment
+        && s.msg
+            .get("Tags")
+            .and_then(Value::as_array)
+            .is_some_and(|tags| tags.iter().any(|t| t["name"] == "Type" && t["value"] == "Process"))
 }
 
 fn blake3_of(m: &[u8]) -> [u8; 32] {
@@ -179,7 +198,15 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             "Module": { "Id": module_id, "Owner": owner_address(&module.owner), "Tags": tags_json(&module.tags) },
         });
         let height = process.block.trim().parse::<u64>().unwrap_or(0);
+        let crons = cron::parse_crons(&process.tags).map_err(|e| CuError::new(422, format!("process {pid}: {e}")))?;
+        let owner = owner_address(&process.owner);
         Ok(Loaded {
+            owner,
+            crons,
+            block_height: height,
+            spawned: false,
+            handled: None,
+            process,
             metering: format.instrumented(),
             module: loaded,
             opts: ProcessOptions {
@@ -199,7 +226,8 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     }
 
     /// Evaluates process `pid` forward through every scheduled message with a timestamp up to
-    /// `to` (all of them if `None`); returns the last evaluation, if any.
+    /// `to` (all of them if `None`), with the crons that fire on the way; returns the last
+    /// evaluation, if any.
     pub async fn evaluate_to(&self, pid: &str, to: Option<i64>) -> Result<Option<Evaluation>, CuError> {
         let slot = self.slot(pid)?;
         let mut guard = slot.lock().await;
@@ -207,30 +235,28 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             *guard = Some(self.load(pid).await?);
         }
         let p = guard.as_mut().expect("loaded above");
+        // Crons fire up to the target, or up to the SU's clock. The clock is read before the page
+        // and bounds it, so no message can later be scheduled before a cron already evaluated.
+        let horizon = match to {
+            Some(t) => Some(t),
+            None if !p.crons.is_empty() => Some(self.su.timestamp(pid).await.map_err(su_error)?.0),
+            None => None,
+        };
         loop {
-            let from = p.last.as_ref().map(|l| l.timestamp - 1);
-            let q = PageQuery { from, to, limit: PAGE_SIZE };
-            let page = self.su.page(pid, q).await.map_err(|e| CuError::new(e.status(), e.to_string()))?;
+            let from = p.handled.map(|(ts, _)| ts).max(p.last.as_ref().map(|l| l.timestamp)).map(|ts| ts - 1);
+            let q = PageQuery { from, to: horizon, limit: PAGE_SIZE };
+            let page = self.su.page(pid, q).await.map_err(su_error)?;
             let mut progressed = false;
             for edge in &page.edges {
                 let s = map_node(&edge.node).map_err(|e| CuError::new(502, e.to_string()))?;
-                if p.last.as_ref().is_some_and(|l| s.nonce <= l.nonce) {
-                    continue; // already evaluated (pages overlap on the boundary timestamp)
+                if p.handled.is_some_and(|(_, nonce)| s.nonce <= nonce) {
+                    continue; // already handled (pages overlap on the boundary timestamp)
                 }
-                if s.is_assignment {
-                    return Err(CuError::new(
-                        501,
-                        format!("message {}: assignments of existing transactions are not supported yet", s.msg["Id"]),
-                    ));
+                if p.handled.is_none() && !p.spawned && !is_spawn(&s) {
+                    self.spawn_legacy(pid, p).await?;
                 }
-                let id = s.msg.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
-                hashchain::verify(p.link.as_ref(), &s.hash_chain, &id, p.height)
-                    .map_err(|e| CuError::new(422, e.to_string()))?;
-                debug_assert!(p.last.as_ref().is_none_or(|l| s.nonce > l.nonce), "nonces strictly increase");
-                let position = Position { timestamp: s.timestamp, nonce: s.nonce, cron: None };
-                let height = s.msg.get("Block-Height").and_then(Value::as_u64).unwrap_or(0);
-                self.evaluate_one(pid, p, Value::Object(s.msg), Some(id), position, height).await?;
-                p.link = Some(Link { assignment_id: s.assignment_id.clone(), hash_chain: s.hash_chain.clone() });
+                self.crons_until(pid, p, s.timestamp).await?;
+                self.scheduled(pid, p, s).await?;
                 progressed = true;
             }
             if !page.page_info.has_next_page {
@@ -241,17 +267,176 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
                 // with the same bounds would loop forever.
                 return Err(CuError::new(
                     502,
-                    format!(
-                        "scheduler page for process {pid} did not advance past nonce {:?}",
-                        p.last.as_ref().map(|l| l.nonce)
-                    ),
+                    format!("scheduler page for process {pid} did not advance past nonce {:?}", p.handled.map(|h| h.1)),
                 ));
             }
+        }
+        if p.handled.is_none() && !p.spawned {
+            self.spawn_legacy(pid, p).await?;
+        }
+        if let Some(h) = horizon {
+            self.crons_until(pid, p, h).await?;
         }
         match &p.last {
             Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string())),
             None => Ok(None),
         }
+    }
+
+    /// Evaluates one scheduled message or assignment `s` (hydrated from the gateway if needed),
+    /// after checking its place in the hash chain.
+    async fn scheduled(&self, pid: &str, p: &mut Loaded, s: Scheduled) -> Result<(), CuError> {
+        let id = s.msg.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+        hashchain::verify(p.link.as_ref(), &s.hash_chain, &id, p.height)
+            .map_err(|e| CuError::new(422, e.to_string()))?;
+        debug_assert!(p.handled.is_none_or(|(_, n)| s.nonce > n), "nonces strictly increase");
+        let link = Link { assignment_id: s.assignment_id.clone(), hash_chain: s.hash_chain.clone() };
+        let height = s.msg.get("Block-Height").and_then(Value::as_u64).unwrap_or(0);
+        let msg = if s.is_assignment {
+            // Deduplication (§4.7): a transaction assigned again is not evaluated again.
+            let earlier = self.store.by_message(pid, &id).map_err(|e| CuError::new(500, e.to_string()))?;
+            if earlier.is_some_and(|e| e.position.nonce < s.nonce) {
+                tracing::debug!(process = pid, message = id, nonce = s.nonce, "assignment seen before; skipped");
+                p.link = Some(link);
+                p.handled = Some((s.timestamp, s.nonce));
+                return Ok(());
+            }
+            self.hydrate(&id, s.msg, &s.exclude).await?
+        } else {
+            s.msg
+        };
+        let position = Position { timestamp: s.timestamp, nonce: s.nonce, cron: None };
+        self.evaluate_one(pid, p, Value::Object(msg), Some(id), position, height).await?;
+        p.link = Some(link);
+        p.handled = Some((s.timestamp, s.nonce));
+        p.block_height = height;
+        Ok(())
+    }
+
+    /// The assignment of existing transaction `id`, completed from the gateway (§2.5).
+    async fn hydrate(
+        &self,
+        id: &str,
+        msg: Map<String, Value>,
+        exclude: &[String],
+    ) -> Result<Map<String, Value>, CuError> {
+        let gw = |e: crate::gateway::GatewayError| CuError::new(e.status(), e.to_string());
+        let tx = self.gateway.transaction(id).await.map_err(gw)?;
+        let data = if exclude.iter().any(|e| e == "Data") {
+            None
+        } else {
+            Some(text_of(&self.gateway.raw(id).await.map_err(gw)?))
+        };
+        Ok(hydrate_assignment(msg, &tx, data, exclude))
+    }
+
+    /// Starts a legacy process, whose stream does not begin with itself, with a synthesized
+    /// spawn message (§4.4): evaluated, not stored.
+    async fn spawn_legacy(&self, pid: &str, p: &mut Loaded) -> Result<(), CuError> {
+        let gw = |e: crate::gateway::GatewayError| CuError::new(e.status(), e.to_string());
+        let data = text_of(&self.gateway.raw(pid).await.map_err(gw)?);
+        let msg = Value::Object(spawn_message(&p.process, p.height, data));
+        let instance = match p.instance.take() {
+            Some(i) => i,
+            None => self.fresh(p, None)?,
+        };
+        let env = p.env.clone();
+        let call = msg.clone();
+        let (instance, out) = tokio::task::spawn_blocking(move || {
+            let mut instance = instance;
+            let out = instance.handle(&call, &env);
+            (instance, out)
+        })
+        .await
+        .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
+        if out.failed() {
+            // The reference keeps the pre-call (empty) memory: start again from a fresh instance.
+            tracing::warn!(process = pid, "the synthesized spawn message failed; the process starts from empty memory");
+            drop(instance);
+        } else {
+            p.instance = Some(instance);
+            p.since.push(msg);
+        }
+        p.spawned = true;
+        Ok(())
+    }
+
+    /// Evaluates the crons that fire from the last evaluation (or the process's block on a cold
+    /// start) up to `right_ms`, exclusive (§4.5).
+    async fn crons_until(&self, pid: &str, p: &mut Loaded, right_ms: i64) -> Result<(), CuError> {
+        if p.crons.is_empty() {
+            return Ok(());
+        }
+        let left_ms = p.last.as_ref().map(|l| l.timestamp).unwrap_or(p.process.timestamp);
+        if right_ms <= left_ms {
+            return Ok(());
+        }
+        let origin = (p.process.timestamp, p.height);
+        let current = Block { height: p.block_height, timestamp_s: 0 };
+        let too_many = |n: usize| {
+            CuError::new(
+                503,
+                format!(
+                    "process {pid}: more than {} cron messages between two messages ({n})",
+                    cron::MAX_TICKS_PER_GAP
+                ),
+            )
+        };
+        // Time crons alone tell whether the gateway's blocks are needed for this gap at all.
+        let has_block_crons = p.crons.iter().any(|c| matches!(c.interval, cron::Interval::Blocks(_)));
+        let probe = cron::ticks(&p.crons, origin, current, &[], left_ms, right_ms).map_err(too_many)?;
+        if probe.is_empty() && !has_block_crons {
+            return Ok(());
+        }
+        let blocks = self.blocks_between(p.block_height, right_ms).await?;
+        let ticks = cron::ticks(&p.crons, origin, current, &blocks, left_ms, right_ms).map_err(too_many)?;
+        let nonce = p.last.as_ref().map(|l| l.nonce).unwrap_or(0);
+        // When the last evaluation is itself a cron, the ticks at its timestamp up to and
+        // including it were evaluated already.
+        let mut done_at = p.last.as_ref().and_then(|l| l.cron.clone().map(|c| (l.timestamp, c)));
+        for tick in ticks {
+            if let Some((ts, id)) = &done_at {
+                if tick.timestamp_ms == *ts {
+                    if tick.cron == *id {
+                        done_at = None;
+                    }
+                    continue;
+                }
+                done_at = None;
+            }
+            self.cron_tick(pid, p, &tick, nonce).await?;
+        }
+        Ok(())
+    }
+
+    async fn cron_tick(&self, pid: &str, p: &mut Loaded, tick: &Tick, nonce: u64) -> Result<(), CuError> {
+        let msg = Value::Object(cron_message(&p.owner, pid, tick));
+        let position = Position { timestamp: tick.timestamp_ms, nonce, cron: Some(tick.cron.clone()) };
+        self.evaluate_one(pid, p, msg, None, position, tick.block_height).await?;
+        p.block_height = tick.block_height;
+        Ok(())
+    }
+
+    /// The gateway's blocks from `min_height` up to the first past `right_ms`.
+    async fn blocks_between(&self, min_height: u64, right_ms: i64) -> Result<Vec<Block>, CuError> {
+        let gw = |e: crate::gateway::GatewayError| CuError::new(e.status(), e.to_string());
+        let right_s = right_ms.div_euclid(1000);
+        let mut out: Vec<Block> = Vec::new();
+        let mut next = min_height;
+        while out.len() <= cron::MAX_TICKS_PER_GAP {
+            let got = self.gateway.blocks(next, right_s).await.map_err(gw)?;
+            let (Some(first), Some(last)) = (got.first(), got.last()) else { break };
+            if first.height < next || got.windows(2).any(|w| w[1].height <= w[0].height) {
+                return Err(CuError::new(502, format!("gateway returned blocks out of order from height {next}")));
+            }
+            let (last_height, last_ts) = (last.height, last.timestamp_s);
+            out.extend(got);
+            if last_ts > right_s {
+                break;
+            }
+            next = last_height + 1;
+        }
+        Ok(out)
     }
 
     async fn evaluate_one(
@@ -369,47 +554,42 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         memory.map(|m| (m, last)).ok_or_else(|| CuError::new(404, format!("process {pid} has no state yet")))
     }
 
-    /// `/dry-run`: evaluates `msg` on a copy of the latest state; nothing is stored.
-    pub async fn dry_run(&self, pid: &str, mut msg: Map<String, Value>) -> Result<Value, CuError> {
-        let last = self.evaluate_to(pid, None).await?;
+    /// `/dry-run`: evaluates `msg` on a copy of the state after message `to` (the latest state if
+    /// `None`); nothing is stored. The CU never rewinds: 425 if the process is already past `to`.
+    pub async fn dry_run(&self, pid: &str, msg: Map<String, Value>, to: Option<&str>) -> Result<Value, CuError> {
+        let target = match to {
+            Some(message_id) => {
+                let node = self.su.message(pid, message_id).await.map_err(su_error)?;
+                let s = map_node(&node).map_err(|e| CuError::new(502, e.to_string()))?;
+                self.evaluate_to(pid, Some(s.timestamp)).await?;
+                Some((s.timestamp, s.nonce))
+            }
+            None => {
+                self.evaluate_to(pid, None).await?;
+                None
+            }
+        };
         let slot = self.slot(pid)?;
         let guard = slot.lock().await;
         let p = guard.as_ref().ok_or_else(|| CuError::new(404, format!("process {pid} has no state")))?;
+        if let (Some((ts, nonce)), Some(last)) = (target, &p.last)
+            && (last.timestamp, last.nonce) > (ts, nonce)
+        {
+            return Err(CuError::new(
+                425,
+                format!("message at nonce {nonce} is earlier than the latest evaluated nonce {}", last.nonce),
+            ));
+        }
+        let last = match &p.last {
+            Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string()))?,
+            None => None,
+        };
         let image = p.instance.as_ref().map(Instance::memory_image);
         let mut fork = self.fresh(p, image.as_deref())?;
         let env = p.env.clone();
         let metering = p.metering;
         drop(guard);
-        if let Some(l) = &last {
-            msg.entry("Timestamp").or_insert(Value::from(l.position.timestamp));
-            msg.entry("Block-Height").or_insert(Value::from(l.block_height));
-        }
-        msg.entry("Target").or_insert(Value::String(pid.to_string()));
-        let from = msg
-            .get("Tags")
-            .and_then(Value::as_array)
-            .and_then(|tags| {
-                tags.iter()
-                    .find(|t| t["name"] == "From-Process")
-                    .and_then(|t| t["value"].as_str())
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_string)
-            })
-            .or_else(|| msg.get("Owner").and_then(Value::as_str).map(str::to_string));
-        if let Some(f) = from {
-            msg.insert("From".into(), Value::String(f));
-        }
-        msg.insert("Cron".into(), Value::Bool(false));
-        msg.insert("Read-Only".into(), Value::Bool(true));
-        // The reference's key order (§4.3), so `JSON.stringify(msg)` is the same bytes.
-        let mut ordered = Map::new();
-        for k in MSG_KEYS {
-            if let Some(v) = msg.remove(k) {
-                ordered.insert(k.to_string(), v);
-            }
-        }
-        ordered.extend(msg);
-        let msg = Value::Object(ordered);
+        let msg = Value::Object(dry_run_message(msg, pid, last.map(|l| (l.position.timestamp, l.block_height))));
         let out = tokio::task::spawn_blocking(move || fork.handle(&msg, &env))
             .await
             .map_err(|e| CuError::new(500, format!("dry-run task: {e}")))?;
