@@ -1,6 +1,7 @@
 //! metalcu: an ao Compute Unit for bare metal.
 //!
 //! - [`bench`]: `metalcu bench`, the end-to-end load bench;
+//! - [`config`]: the settings of `metalcu serve` (flags, environment, TOML file);
 //! - [`dev`]: `metalcu dev`, a CU with an embedded scheduler and gateway on one machine;
 //! - [`engine`]: runs ao modules in wasmtime, byte-exact with the reference host;
 //! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
@@ -8,10 +9,12 @@
 //! - [`http`]: the CU's HTTP API (routes, validation, cursors) over a `CuService` domain seam;
 //! - [`net`]: the client side of HTTP (transports: epoll, io_uring; retries and redirects);
 //! - [`process`]: per-process rules between the scheduler's data and the engine (options, limits);
+//! - [`serve`]: `metalcu serve`, the CU for the real network;
 //! - [`service`]: the CU core behind the HTTP layer (runtime + store);
 //! - [`store`]: persistence of evaluation results;
 //! - [`su`]: the Scheduler Unit's data: pages, nodes → `msg`, hash chains (the CU server's input).
 pub mod bench;
+pub mod config;
 pub mod dev;
 pub mod engine;
 pub mod eval;
@@ -19,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod net;
 pub mod process;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod su;

@@ -24,6 +24,9 @@ enum Cmd {
     Eval(EvalArgs),
     /// A CU with an embedded local scheduler and gateway on 127.0.0.1, running a demo process.
     Dev(DevArgs),
+    /// The CU for the real network: settings from flags, the environment (the reference CU's
+    /// names) and an optional TOML file, in that order of precedence.
+    Serve(metalcu::config::ServeArgs),
     /// End-to-end load bench: a local scheduler + gateway with N processes x M messages, driving a CU.
     Bench(metalcu::bench::BenchArgs),
 }
@@ -57,6 +60,15 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
     rt.block_on(metalcu::dev::run(cfg, async {
         let _ = tokio::signal::ctrl_c().await;
     }))
+}
+
+fn serve(a: metalcu::config::ServeArgs) -> anyhow::Result<()> {
+    let (cfg, inert) = metalcu::config::ServeConfig::resolve(&a)?;
+    if !inert.is_empty() {
+        tracing::warn!("settings accepted for compatibility that have no effect in metalcu: {}", inert.join("; "));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(metalcu::serve::run(cfg, metalcu::serve::signalled()))
 }
 
 #[derive(clap::Args)]
@@ -135,12 +147,16 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,metalcu=info")),
+        )
         .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Eval(a) => eval(a),
         Cmd::Dev(a) => dev(a),
+        Cmd::Serve(a) => serve(a),
         Cmd::Bench(a) => metalcu::bench::main(a),
     };
     match r {

@@ -96,6 +96,7 @@ impl<S: Scheduler, G: Gateway> CuService for Service<S, G> {
     }
 
     async fn results(&self, pid: &str, q: ResultsQuery) -> Result<Connection, ApiError> {
+        self.runtime.check_access(pid).map_err(api)?;
         self.page(pid, &q, false)
     }
 

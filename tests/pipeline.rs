@@ -303,3 +303,23 @@ async fn assignments_are_hydrated_from_the_gateway_and_a_repeated_one_is_skipped
         "/result of the transaction is its first evaluation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lists_refuse_processes_and_owners_with_403_before_any_work() {
+    let t0 = 1_800_000_000_000;
+    let c = clocked(t0, vec![]);
+    let su = c.su.clone();
+    let runtime = |policy: Policy| {
+        Runtime::new(engine(), Arc::new(MemoryStore::new()), su.clone(), Arc::new(LocalGateway::default()), policy)
+    };
+    let restricted = runtime(Policy { restrict_processes: vec![c.pid.clone()], ..Policy::default() });
+    let e = restricted.evaluate_to(&c.pid, None).await.unwrap_err();
+    assert_eq!((e.status, e.message.clone()), (403, format!("Access denied for process {}", c.pid)));
+    let others_only = runtime(Policy { allow_processes: vec!["someone-else".into()], ..Policy::default() });
+    assert_eq!(others_only.result(&c.pid, "x").await.unwrap_err().status, 403);
+    let owners = runtime(Policy { allow_owners: vec!["not-the-owner".into()], ..Policy::default() });
+    let e = owners.evaluate_to(&c.pid, None).await.unwrap_err();
+    assert_eq!((e.status, e.message.clone()), (403, format!("Access denied for process owner {DEV_OWNER}")));
+    // The unrestricted runtime of the same scheduler serves it.
+    c.rt.evaluate_to(&c.pid, None).await.unwrap();
+}

@@ -3,6 +3,8 @@
 //! client for real gateways (issue 4), the in-memory [`local::LocalGateway`] of `metalcu dev`, and
 //! test fakes.
 
+pub mod cache;
+pub mod http;
 pub mod local;
 
 use std::future::Future;

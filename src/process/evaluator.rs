@@ -164,6 +164,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     }
 
     fn slot(&self, pid: &str) -> Result<Arc<tokio::sync::Mutex<Option<Loaded>>>, CuError> {
+        self.policy.check_process(pid).map_err(|e| CuError::new(403, e))?;
         let mut map = self.processes.lock().expect("process map");
         if !map.contains_key(pid) && map.len() >= MAX_PROCESSES {
             return Err(CuError::new(503, format!("this CU holds {MAX_PROCESSES} processes; try again later")));
@@ -178,6 +179,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
                 return Err(CuError::new(400, format!("Tag '{name}': value '{want}' was not found on process")));
             }
         }
+        self.policy.check_owner(&owner_address(&process.owner)).map_err(|e| CuError::new(403, e))?;
         let module_id = tag(&process.tags, "Module")
             .ok_or_else(|| CuError::new(400, "Tag 'Module': value was not found on process"))?
             .to_string();
@@ -244,7 +246,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         };
         loop {
             let from = p.handled.map(|(ts, _)| ts).max(p.last.as_ref().map(|l| l.timestamp)).map(|ts| ts - 1);
-            let q = PageQuery { from, to: horizon, limit: PAGE_SIZE };
+            let q = PageQuery { from, to: horizon, limit: self.policy.page_size };
             let page = self.su.page(pid, q).await.map_err(su_error)?;
             let mut progressed = false;
             for edge in &page.edges {
@@ -526,8 +528,14 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         Ok((instance, got))
     }
 
+    /// 403 when process `pid` may not be served here (`ALLOW_PROCESSES`, `RESTRICT_PROCESSES`).
+    pub fn check_access(&self, pid: &str) -> Result<(), CuError> {
+        self.policy.check_process(pid).map_err(|e| CuError::new(403, e))
+    }
+
     /// `/result`: the stored evaluation of `message_id`, evaluating the process up to it first.
     pub async fn result(&self, pid: &str, message_id: &str) -> Result<Value, CuError> {
+        self.check_access(pid)?;
         let stored = |rt: &Self| rt.store.by_message(pid, message_id).map_err(|e| CuError::new(500, e.to_string()));
         if let Some(e) = stored(self)? {
             return Ok(e.result);

@@ -10,13 +10,36 @@ use crate::su::types::Tag;
 pub const DEFAULT_MEMORY_MAX: u64 = 1 << 30;
 pub const DEFAULT_COMPUTE_MAX: u64 = 9_000_000_000_000;
 
-/// What the operator allows (the `PROCESS_WASM_*` settings).
+/// What the operator allows: the `PROCESS_WASM_*` settings, the allow/deny lists
+/// (`ALLOW_PROCESSES`, `RESTRICT_PROCESSES`, `ALLOW_OWNERS`; empty allow lists allow all) and the
+/// scheduler page size (`LOAD_MESSAGES_PAGE_SIZE`).
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub memory_max: u64,
     pub compute_max: u64,
     pub formats: Vec<ModuleFormat>,
     pub extensions: Vec<String>,
+    pub allow_processes: Vec<String>,
+    pub restrict_processes: Vec<String>,
+    pub allow_owners: Vec<String>,
+    pub page_size: u32,
+}
+
+impl Policy {
+    /// `Err(text)` when process `pid` may not be served (403, before any work).
+    pub fn check_process(&self, pid: &str) -> Result<(), String> {
+        let denied = self.restrict_processes.iter().any(|p| p == pid)
+            || (!self.allow_processes.is_empty() && !self.allow_processes.iter().any(|p| p == pid));
+        if denied { Err(format!("Access denied for process {pid}")) } else { Ok(()) }
+    }
+
+    /// `Err(text)` when processes of `owner` may not be served (403, after loading the process).
+    pub fn check_owner(&self, owner: &str) -> Result<(), String> {
+        if !self.allow_owners.is_empty() && !self.allow_owners.iter().any(|o| o == owner) {
+            return Err(format!("Access denied for process owner {owner}"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Policy {
@@ -26,6 +49,10 @@ impl Default for Policy {
             compute_max: DEFAULT_COMPUTE_MAX,
             formats: ModuleFormat::ALL.to_vec(),
             extensions: Vec::new(),
+            allow_processes: Vec::new(),
+            restrict_processes: Vec::new(),
+            allow_owners: Vec::new(),
+            page_size: super::evaluator::PAGE_SIZE,
         }
     }
 }

@@ -127,13 +127,14 @@ impl Scheduler for HttpScheduler {
 
     async fn message(&self, pid: &str, message_id: &str) -> Result<Node, SuError> {
         let thing = format!("message {message_id}");
-        self.get_json(&format!("/{}?process-id={}", enc(message_id), enc(pid)), &thing).await
+        let body = self.get(&format!("/{}?process-id={}", enc(message_id), enc(pid)), &thing).await?;
+        Node::parse_single(&body).map_err(|e| invalid_body(&thing, e))
     }
 
     async fn latest(&self, pid: &str) -> Result<Option<Node>, SuError> {
         let thing = format!("latest message of process {pid}");
-        match self.get_json(&format!("/{}/latest", enc(pid)), &thing).await {
-            Ok(n) => Ok(Some(n)),
+        match self.get(&format!("/{}/latest", enc(pid)), &thing).await {
+            Ok(body) => Node::parse_single(&body).map(Some).map_err(|e| invalid_body(&thing, e)),
             Err(SuError::NotFound(_)) => Ok(None),
             Err(SuError::Invalid(t)) if t.contains("Latest message not available") => Ok(None),
             Err(e) => Err(e),
@@ -149,6 +150,15 @@ impl Scheduler for HttpScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legacy_flat_message_shape_places_the_message() {
+        let node = Node::parse_single(br#"{"process_id":"P","timestamp":1712967091755,"nonce":"7"}"#).unwrap();
+        let s = crate::su::message::map_node(&node).unwrap();
+        assert_eq!((s.timestamp, s.nonce), (1_712_967_091_755, 7));
+        assert!(Node::parse_single(br#"{"process_id":"P","nonce":1}"#).is_err());
+        assert!(Node::parse_single(b"[]").is_err());
+    }
 
     #[test]
     fn base_urls_are_checked() {

@@ -12,5 +12,6 @@ pub mod hashchain;
 pub mod local;
 pub mod local_http;
 pub mod message;
+pub mod router;
 pub mod scheduler;
 pub mod types;

@@ -83,6 +83,51 @@ pub struct Page {
     pub edges: Vec<Edge>,
 }
 
+impl Node {
+    /// Parses a one-message answer (`GET /{msgId}`, `GET /{pid}/latest`): a `{message,
+    /// assignment}` node, or the legacy flat shape `{process_id, timestamp, nonce}` (§2.4), which
+    /// becomes a node whose assignment carries just those (epoch and block height 0) — enough to
+    /// place the message in its process's stream, which is all the CU reads from it.
+    pub fn parse_single(body: &[u8]) -> Result<Node, SuDataError> {
+        let v: Value = serde_json::from_slice(body).map_err(|e| SuDataError::Json(e.to_string()))?;
+        let flat = v.get("assignment").is_none() && v.get("process_id").is_some();
+        if !flat {
+            let node: Node = serde_json::from_value(v).map_err(|e| SuDataError::Json(e.to_string()))?;
+            check_tags(&node.assignment.id, &node.assignment.tags)?;
+            if let Some(m) = &node.message {
+                check_tags(&m.id, &m.tags)?;
+            }
+            return Ok(node);
+        }
+        let text = |name: &str| match v.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let missing = |name: &str| SuDataError::Json(format!("legacy message answer has no {name}"));
+        let pid = text("process_id").ok_or_else(|| missing("process_id"))?;
+        let timestamp = text("timestamp").ok_or_else(|| missing("timestamp"))?;
+        let nonce = text("nonce").ok_or_else(|| missing("nonce"))?;
+        let tag = |name: &str, value: String| Tag { name: name.into(), value };
+        Ok(Node {
+            message: None,
+            assignment: SuAssignment {
+                id: text("id").unwrap_or_default(),
+                owner: Owner { address: String::new(), key: String::new() },
+                tags: vec![
+                    tag("Process", pid),
+                    tag("Epoch", "0".into()),
+                    tag("Nonce", nonce),
+                    tag("Timestamp", timestamp),
+                    tag("Block-Height", "0".into()),
+                    tag("Message", text("id").unwrap_or_default()),
+                ],
+                signature: None,
+            },
+        })
+    }
+}
+
 /// `GET {su}/processes/{pid}` (flat, not wrapped).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Process {

@@ -1,0 +1,96 @@
+//! The flags of `metalcu serve`: one per setting, named after its environment variable
+//! (`PORT` → `--port`, `GATEWAY_URL` → `--gateway-url`). Values are taken as text here and
+//! checked in [`super::ServeConfig::resolve`], so a flag, the environment and the file are
+//! checked by the same parser and named the same way in errors.
+
+use std::path::PathBuf;
+
+macro_rules! settings {
+    ($( $help:literal $field:ident = $name:literal ),* $(,)?) => {
+        /// Arguments of `metalcu serve`. Every setting is also read from the environment
+        /// variable in brackets and from the `--config` file; a flag wins over the environment,
+        /// which wins over the file.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct ServeArgs {
+            /// A TOML file of settings (keys are the environment names) [env: METALCU_CONFIG].
+            #[arg(long, value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            $(
+                #[doc = $help]
+                #[arg(long, value_name = $name, help = concat!($help, " [env: ", $name, "]"))]
+                pub $field: Option<String>,
+            )*
+        }
+
+        /// Every setting's name.
+        pub const NAMES: &[&str] = &[$($name),*];
+
+        impl ServeArgs {
+            /// `(name, value)` of the settings given as flags.
+            pub fn flags(&self) -> Vec<(&'static str, String)> {
+                let mut out = Vec::new();
+                $(
+                    if let Some(v) = &self.$field {
+                        out.push(($name, v.clone()));
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+settings! {
+    "Port of the CU's HTTP API (default 6363)."
+    port = "PORT",
+    "Address to listen on (default 0.0.0.0)."
+    host = "HOST",
+    "`cu` (the only mode metalcu runs in; `ru` is refused)."
+    unit_mode = "UNIT_MODE",
+    "The CU's Arweave wallet as JWK JSON (its address is shown on `GET /`)."
+    wallet = "WALLET",
+    "Path of the CU's wallet JWK file (instead of WALLET)."
+    wallet_file = "WALLET_FILE",
+    "Gateway for data and GraphQL unless the next two say otherwise (default https://arweave.net)."
+    gateway_url = "GATEWAY_URL",
+    "Where `/raw/{id}` data is read (default GATEWAY_URL)."
+    arweave_url = "ARWEAVE_URL",
+    "GraphQL endpoint for metadata and scheduler locations (default GATEWAY_URL/graphql)."
+    graphql_url = "GRAPHQL_URL",
+    "Comma-separated GraphQL endpoints rotated on retries of block queries (cron)."
+    graphql_urls = "GRAPHQL_URLS",
+    "GraphQL endpoint for checkpoint queries (default GRAPHQL_URL)."
+    checkpoint_graphql_url = "CHECKPOINT_GRAPHQL_URL",
+    "Checkpoint uploads (default https://up.arweave.net; checked, not used yet)."
+    uploader_url = "UPLOADER_URL",
+    "A router answering `?process-id=` with the process's scheduler address (optional)."
+    su_router_url = "SU_ROUTER_URL",
+    "Send every process to this one SU instead of locating its scheduler (private networks)."
+    su_url = "SU_URL",
+    "I/O engine for SU and gateway fetches: uring, epoll or auto (default auto)."
+    io = "IO",
+    "Directory for the results database when DB_URL is relative (default: current directory)."
+    data_dir = "DATA_DIR",
+    "Results database: a name (`ao-cache` → `ao-cache.redb`) or a path (default ao-cache)."
+    db_url = "DB_URL",
+    "Directory of module binaries and compiled modules (default: the OS temp dir)."
+    wasm_binary_file_directory = "WASM_BINARY_FILE_DIRECTORY",
+    "Largest Memory-Limit a process may declare, in bytes (default 1073741824)."
+    process_wasm_memory_max_limit = "PROCESS_WASM_MEMORY_MAX_LIMIT",
+    "Largest Compute-Limit a process may declare (default 9_000_000_000_000)."
+    process_wasm_compute_max_limit = "PROCESS_WASM_COMPUTE_MAX_LIMIT",
+    "Comma-separated Module-Format values accepted (default: all seven)."
+    process_wasm_supported_formats = "PROCESS_WASM_SUPPORTED_FORMATS",
+    "Comma-separated module Extensions accepted (default none)."
+    process_wasm_supported_extensions = "PROCESS_WASM_SUPPORTED_EXTENSIONS",
+    "Edges asked per scheduler page (default 1000)."
+    load_messages_page_size = "LOAD_MESSAGES_PAGE_SIZE",
+    "Comma-separated process ids this CU serves exclusively (default: all)."
+    allow_processes = "ALLOW_PROCESSES",
+    "Comma-separated process ids this CU refuses."
+    restrict_processes = "RESTRICT_PROCESSES",
+    "Comma-separated owner addresses whose processes this CU serves exclusively (default: all)."
+    allow_owners = "ALLOW_OWNERS",
+    "Deadline of one SU or gateway call, retries included, in ms (default 20000)."
+    fetch_deadline_ms = "FETCH_DEADLINE_MS",
+}

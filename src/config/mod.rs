@@ -1,0 +1,279 @@
+//! Configuration of `metalcu serve`: the reference CU's environment variable names (cu-protocol
+//! §5) where they apply, each also a command-line flag and a key of an optional TOML file.
+//!
+//! Precedence, per setting: flag > environment > file > default. Every value is parsed and
+//! checked before anything starts; a bad one is refused with a message naming the setting, where
+//! it came from and what was expected. Reference settings metalcu does not act on are accepted
+//! and named in one warning, so an operator's existing env file keeps working and nothing is
+//! silently ignored.
+//!
+//! Layout: [`args`] (the flags, one per setting), [`file`] (the TOML file), [`values`] (parsers),
+//! [`wallet`] (JWK → address); [`ServeConfig`] is the checked result.
+
+pub mod args;
+pub mod file;
+pub mod values;
+pub mod wallet;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::engine::ModuleFormat;
+use crate::net::IoMode;
+use crate::process::options::{DEFAULT_COMPUTE_MAX, DEFAULT_MEMORY_MAX, Policy};
+
+pub use args::ServeArgs;
+
+/// The reference's default gateway.
+pub const DEFAULT_GATEWAY_URL: &str = "https://arweave.net";
+/// The reference's default port.
+pub const DEFAULT_PORT: u16 = 6363;
+/// Largest memory cap a process may ask for (16 GiB; wasm64 modules may go past 4 GiB).
+pub const MAX_MEMORY_LIMIT: u64 = 16 << 30;
+/// Most entries in any list setting.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// Edges asked per scheduler page (`LOAD_MESSAGES_PAGE_SIZE`), at most.
+pub const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// A setting refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} = {value:?} ({origin}): {why}")]
+pub struct ConfigError {
+    /// The setting's name (its environment variable name).
+    pub name: String,
+    pub value: String,
+    /// `--flag`, `environment`, or the file's path.
+    pub origin: String,
+    pub why: String,
+}
+
+/// The checked configuration of `metalcu serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    /// The CU's wallet address (shown on `GET /`).
+    pub address: String,
+    pub gateway_url: String,
+    pub arweave_url: String,
+    pub graphql_url: String,
+    pub graphql_urls: Vec<String>,
+    pub checkpoint_graphql_url: String,
+    pub uploader_url: String,
+    pub su_router_url: Option<String>,
+    pub su_url: Option<String>,
+    pub io: IoMode,
+    /// The results database file.
+    pub db_path: PathBuf,
+    /// Module binaries and compiled modules.
+    pub wasm_dir: PathBuf,
+    /// Module limits, access lists, page size.
+    pub policy: Policy,
+    /// Time a call to an SU or gateway may take, retries included.
+    pub fetch_deadline: Duration,
+}
+
+/// Reference settings metalcu accepts but does not act on (yet), with the reason.
+pub const INERT: [(&str, &str); 24] = [
+    ("NODE_CONFIG_ENV", "no meaning outside Node.js"),
+    ("WASM_EVALUATION_MAX_WORKERS", "evaluation runs on tokio's blocking pool until the worker pool lands"),
+    ("WASM_EVALUATION_PRIMARY_WORKERS_PERCENTAGE", "no separate dry-run pool yet"),
+    ("WASM_EVALUATION_WORKERS_DRY_RUN_MAX_QUEUE", "no separate dry-run pool yet"),
+    ("WASM_MODULE_CACHE_MAX_SIZE", "compiled modules are cached on disk, without a count limit"),
+    ("WASM_INSTANCE_CACHE_MAX_SIZE", "instances are pooled by wasmtime's allocator"),
+    ("PROCESS_MEMORY_CACHE_MAX_SIZE", "memory residency limits come with the worker pool"),
+    ("PROCESS_MEMORY_CACHE_TTL", "memory residency limits come with the worker pool"),
+    ("PROCESS_MEMORY_CACHE_FILE_DIR", "checkpoints come with the worker pool"),
+    ("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR", "checkpoints come with the worker pool"),
+    ("PROCESS_MEMORY_CACHE_CHECKPOINT_INTERVAL", "checkpoints come with the worker pool"),
+    ("PROCESS_CHECKPOINT_CREATION_THROTTLE", "Arweave checkpoints are not created"),
+    ("DISABLE_PROCESS_CHECKPOINT_CREATION", "Arweave checkpoints are not created"),
+    ("DISABLE_PROCESS_FILE_CHECKPOINT_CREATION", "file checkpoints come with the worker pool"),
+    ("EAGER_CHECKPOINT_ACCUMULATED_GAS_THRESHOLD", "checkpoints come with the worker pool"),
+    ("EAGER_CHECKPOINT_EVAL_TIME_THRESHOLD", "checkpoints come with the worker pool"),
+    ("PROCESS_CHECKPOINT_TRUSTED_OWNERS", "Arweave checkpoints are not read"),
+    ("IGNORE_ARWEAVE_CHECKPOINTS", "Arweave checkpoints are not read"),
+    ("IGNORE_LOCAL_CHECKPOINTS", "checkpoints come with the worker pool"),
+    ("BUSY_THRESHOLD", "requests wait for their evaluation"),
+    ("HYDRATION_MODE_NONCE_LIMIT", "requests wait for their evaluation"),
+    ("ENABLE_METRICS_ENDPOINT", "no /metrics yet"),
+    ("MEM_MONITOR_INTERVAL", "use RUST_LOG for logging"),
+    ("DEFAULT_LOG_LEVEL", "use RUST_LOG for logging"),
+];
+
+impl ServeConfig {
+    /// Resolves `args` (flags), the process environment and the optional file into a checked
+    /// configuration; also returns the inert reference settings that were given.
+    pub fn resolve(args: &ServeArgs) -> Result<(ServeConfig, Vec<String>), ConfigError> {
+        Self::resolve_with(args, &|name| std::env::var(name).ok())
+    }
+
+    /// [`ServeConfig::resolve`] with the environment given as a function (tests).
+    pub fn resolve_with(
+        args: &ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(ServeConfig, Vec<String>), ConfigError> {
+        let config_path = args.config.clone().or_else(|| env("METALCU_CONFIG").map(PathBuf::from));
+        let file = match &config_path {
+            Some(p) => file::ConfigFile::load(p)?,
+            None => file::ConfigFile::default(),
+        };
+        let src = values::Sources { flags: args.flags(), env, file: &file };
+        let inert: Vec<String> =
+            INERT.iter().filter(|(n, _)| src.get(n).is_some()).map(|(n, why)| format!("{n} ({why})")).collect();
+
+        let port = src.parse("PORT", values::int::<u16>)?.unwrap_or(DEFAULT_PORT);
+        let host = src.parse("HOST", values::ip)?.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Some((v, from)) = src.get("UNIT_MODE")
+            && v.trim() != "cu"
+        {
+            return Err(values::err("UNIT_MODE", &v, &from, "metalcu runs as a compute unit only: cu"));
+        }
+        let address = wallet::from_sources(&src)?;
+        let gateway_url = src.parse("GATEWAY_URL", values::url)?.unwrap_or_else(|| DEFAULT_GATEWAY_URL.to_string());
+        let arweave_url = src.parse("ARWEAVE_URL", values::url)?.unwrap_or_else(|| gateway_url.clone());
+        let graphql_url = src.parse("GRAPHQL_URL", values::url)?.unwrap_or_else(|| format!("{gateway_url}/graphql"));
+        let graphql_urls = src.parse("GRAPHQL_URLS", values::url_list)?.unwrap_or_default();
+        let checkpoint_graphql_url =
+            src.parse("CHECKPOINT_GRAPHQL_URL", values::url)?.unwrap_or_else(|| graphql_url.clone());
+        let uploader_url =
+            src.parse("UPLOADER_URL", values::url)?.unwrap_or_else(|| "https://up.arweave.net".to_string());
+        let su_router_url = src.parse("SU_ROUTER_URL", values::url)?;
+        let su_url = src.parse("SU_URL", values::url)?;
+        let io = src.parse("IO", |v| v.trim().parse::<IoMode>())?.unwrap_or_default();
+        let data_dir = src.parse("DATA_DIR", values::path)?.unwrap_or_else(|| PathBuf::from("."));
+        let db_path = match src.get("DB_URL") {
+            Some((v, from)) => values::db_path(&v, &data_dir).map_err(|why| values::err("DB_URL", &v, &from, &why))?,
+            None => data_dir.join("ao-cache.redb"),
+        };
+        let wasm_dir = src
+            .parse("WASM_BINARY_FILE_DIRECTORY", values::path)?
+            .unwrap_or_else(|| std::env::temp_dir().join("metalcu-wasm"));
+        let memory_max = src
+            .parse("PROCESS_WASM_MEMORY_MAX_LIMIT", |v| values::bounded(v, 1 << 16, MAX_MEMORY_LIMIT))?
+            .unwrap_or(DEFAULT_MEMORY_MAX);
+        let compute_max = src
+            .parse("PROCESS_WASM_COMPUTE_MAX_LIMIT", |v| values::bounded(v, 1, u64::MAX))?
+            .unwrap_or(DEFAULT_COMPUTE_MAX);
+        let formats = src
+            .parse("PROCESS_WASM_SUPPORTED_FORMATS", |v| {
+                values::list(v)?.iter().map(|f| f.parse::<ModuleFormat>().map_err(|e| e.to_string())).collect()
+            })?
+            .unwrap_or_else(|| ModuleFormat::ALL.to_vec());
+        let extensions = src.parse("PROCESS_WASM_SUPPORTED_EXTENSIONS", values::list)?.unwrap_or_default();
+        let page_size = src
+            .parse("LOAD_MESSAGES_PAGE_SIZE", |v| values::bounded(v, 1, MAX_PAGE_SIZE.into()))?
+            .map(|n| n as u32)
+            .unwrap_or(crate::process::evaluator::PAGE_SIZE);
+        let allow_processes = src.parse("ALLOW_PROCESSES", values::list)?.unwrap_or_default();
+        let restrict_processes = src.parse("RESTRICT_PROCESSES", values::list)?.unwrap_or_default();
+        let allow_owners = src.parse("ALLOW_OWNERS", values::list)?.unwrap_or_default();
+        let fetch_deadline = src
+            .parse("FETCH_DEADLINE_MS", |v| values::bounded(v, 100, 3_600_000))?
+            .map(Duration::from_millis)
+            .unwrap_or(crate::net::fetch::DEFAULT_MAX_TOTAL);
+        let policy = Policy {
+            memory_max,
+            compute_max,
+            formats,
+            extensions,
+            allow_processes,
+            restrict_processes,
+            allow_owners,
+            page_size,
+        };
+        let cfg = ServeConfig {
+            host,
+            port,
+            address,
+            gateway_url,
+            arweave_url,
+            graphql_url,
+            graphql_urls,
+            checkpoint_graphql_url,
+            uploader_url,
+            su_router_url,
+            su_url,
+            io,
+            db_path,
+            wasm_dir,
+            policy,
+            fetch_deadline,
+        };
+        Ok((cfg, inert))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn wallet_json() -> String {
+        use base64::Engine as _;
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 512]);
+        format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB"}}"#)
+    }
+
+    fn resolve(args: &ServeArgs, env: &[(&str, &str)]) -> Result<(ServeConfig, Vec<String>), ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ServeConfig::resolve_with(args, &move |n| env.get(n).cloned())
+    }
+
+    #[test]
+    fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cu.toml");
+        std::fs::write(&file, "port = 7000\nGATEWAY_URL = \"http://gw.local:1984\"\nPROCESS_WASM_SUPPORTED_EXTENSIONS = [\"WeaveDrive\"]\n").unwrap();
+        let w = wallet_json();
+        let mut args = ServeArgs { config: Some(file), ..ServeArgs::default() };
+        let env = [("WALLET", w.as_str()), ("PORT", "7100")];
+        assert_eq!(resolve(&args, &[("WALLET", &w)]).unwrap().0.port, 7000, "file");
+        assert_eq!(resolve(&args, &env).unwrap().0.port, 7100, "environment over file");
+        args.port = Some("7200".into());
+        let (cfg, inert) = resolve(&args, &env).unwrap();
+        assert_eq!(cfg.port, 7200, "flag over environment");
+        assert_eq!(cfg.graphql_url, "http://gw.local:1984/graphql", "GRAPHQL_URL defaults from GATEWAY_URL");
+        assert_eq!(cfg.arweave_url, "http://gw.local:1984");
+        assert_eq!(cfg.policy.extensions, vec!["WeaveDrive".to_string()]);
+        assert!(inert.is_empty());
+        let bare = resolve(&ServeArgs::default(), &[("WALLET", &w)]).unwrap().0;
+        assert_eq!((bare.port, bare.gateway_url.as_str()), (DEFAULT_PORT, DEFAULT_GATEWAY_URL));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_setting_and_where_it_came_from() {
+        let w = wallet_json();
+        let e = resolve(&ServeArgs::default(), &[("WALLET", &w), ("PORT", "http")]).unwrap_err();
+        assert_eq!((e.name.as_str(), e.origin.as_str()), ("PORT", "environment"));
+        assert!(e.to_string().starts_with("PORT = \"http\" (environment): expected an integer"), "{e}");
+        let args = ServeArgs { process_wasm_supported_formats: Some("wasm128".into()), ..ServeArgs::default() };
+        let e = resolve(&args, &[("WALLET", &w)]).unwrap_err();
+        assert_eq!(
+            (e.name.as_str(), e.origin.as_str()),
+            ("PROCESS_WASM_SUPPORTED_FORMATS", "--process-wasm-supported-formats")
+        );
+        let e = resolve(&ServeArgs::default(), &[]).unwrap_err();
+        assert_eq!(e.name, "WALLET", "a wallet is required");
+        let e = resolve(&ServeArgs::default(), &[("WALLET", &w), ("UNIT_MODE", "ru")]).unwrap_err();
+        assert_eq!(e.name, "UNIT_MODE");
+        let e = resolve(&ServeArgs::default(), &[("WALLET", &w), ("DB_URL", "postgres://x/y")]).unwrap_err();
+        assert_eq!(e.name, "DB_URL");
+        let e = resolve(&ServeArgs::default(), &[("WALLET", &w), ("IO", "kqueue")]).unwrap_err();
+        assert_eq!(e.name, "IO");
+    }
+
+    #[test]
+    fn the_file_refuses_unknown_keys_and_inert_settings_are_reported() {
+        let p = std::path::Path::new("cu.toml");
+        let e = file::ConfigFile::parse(p, "prot = 1").unwrap_err();
+        assert_eq!((e.name.as_str(), e.origin.as_str()), ("prot", "cu.toml"));
+        assert!(file::ConfigFile::parse(p, "port = [").is_err());
+        assert!(file::ConfigFile::parse(p, "port = 1.5").is_err());
+        let w = wallet_json();
+        let (_, inert) = resolve(&ServeArgs::default(), &[("WALLET", &w), ("BUSY_THRESHOLD", "10")]).unwrap();
+        assert_eq!(inert.len(), 1);
+        assert!(inert[0].starts_with("BUSY_THRESHOLD"));
+    }
+}

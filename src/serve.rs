@@ -1,0 +1,102 @@
+//! `metalcu serve`: the CU for the real network. Wires the checked [`ServeConfig`] into the
+//! parts: one network transport (io_uring or epoll, `IO`) shared by the gateway client (module
+//! binaries cached on disk and verified) and the scheduler router (each process's SU located
+//! through the gateway, §2.1), the redb results store, the engine, and the HTTP API.
+//!
+//! Start-up order: every setting is checked first; then the transport, the store (opened before
+//! the port is bound, so a locked or corrupt database fails the start), the engine, the port. The
+//! server stops on SIGINT or SIGTERM, letting in-flight requests finish.
+
+use std::sync::Arc;
+
+use crate::config::ServeConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::gateway::cache::{CachedGateway, DiskCacheConfig};
+use crate::gateway::http::{HttpGateway, HttpGatewayConfig};
+use crate::http::ServerConfig;
+use crate::net::fetch::ClientConfig;
+use crate::net::{AnyTransport, Transport};
+use crate::process::evaluator::Runtime;
+use crate::service::Service;
+use crate::store::RedbStore;
+use crate::su::router::{RoutedScheduler, RouterConfig};
+
+/// Connection attempts to SUs and gateways give up after this long.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the CU until `shutdown` resolves.
+pub async fn run(
+    cfg: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let transport = Arc::new(AnyTransport::new(cfg.io, CONNECT_TIMEOUT).map_err(|e| anyhow::anyhow!("IO: {e}"))?);
+    tracing::info!(transport = transport.name(), "network transport");
+    let client = ClientConfig { max_total: cfg.fetch_deadline, ..ClientConfig::default() };
+    let gw_cfg = HttpGatewayConfig {
+        arweave_url: cfg.arweave_url.clone(),
+        graphql_url: cfg.graphql_url.clone(),
+        graphql_urls: cfg.graphql_urls.clone(),
+        ..HttpGatewayConfig::from_urls(Some(&cfg.gateway_url), None, None, None).map_err(anyhow::Error::msg)?
+    };
+    let gw_cfg =
+        HttpGatewayConfig { client: ClientConfig { max_total: cfg.fetch_deadline, ..gw_cfg.client }, ..gw_cfg };
+    let http_gateway = HttpGateway::with_transport(gw_cfg, transport.clone())?;
+    std::fs::create_dir_all(&cfg.wasm_dir)
+        .map_err(|e| anyhow::anyhow!("WASM_BINARY_FILE_DIRECTORY {}: {e}", cfg.wasm_dir.display()))?;
+    let gateway = Arc::new(
+        CachedGateway::new(http_gateway, DiskCacheConfig::new(cfg.wasm_dir.join("modules")))
+            .map_err(|e| anyhow::anyhow!("WASM_BINARY_FILE_DIRECTORY {}: {e}", cfg.wasm_dir.display()))?,
+    );
+    let router_cfg = RouterConfig {
+        su_url: cfg.su_url.clone(),
+        router_url: cfg.su_router_url.clone(),
+        client,
+        ..RouterConfig::default()
+    };
+    let su = Arc::new(RoutedScheduler::new(gateway.clone(), transport.clone(), router_cfg)?);
+    if let Some(dir) = cfg.db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DB_URL {}: {e}", dir.display()))?;
+    }
+    let store =
+        Arc::new(RedbStore::open(&cfg.db_path).map_err(|e| anyhow::anyhow!("DB_URL {}: {e}", cfg.db_path.display()))?);
+    let engine_cfg = EngineConfig {
+        max_memory_bytes: cfg.policy.memory_max,
+        cache_dir: Some(cfg.wasm_dir.join("compiled")),
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::new(engine_cfg)?);
+    let runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone());
+    let service = Arc::new(Service { runtime, address: cfg.address.clone() });
+    let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
+        .await
+        .map_err(|e| anyhow::anyhow!("PORT {}: cannot listen on {}: {e}", cfg.port, cfg.host))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "metalcu serve: CU http://{addr}  wallet {}  gateway {}  results {}",
+        cfg.address,
+        cfg.gateway_url,
+        cfg.db_path.display()
+    );
+    crate::http::serve_with(listener, service, shutdown, ServerConfig::default()).await?;
+    Ok(())
+}
+
+/// Resolves once SIGINT or SIGTERM arrives.
+pub async fn signalled() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: in-flight requests finish first");
+}

@@ -1,0 +1,237 @@
+//! `metalcu serve` as an operator runs it: a child process configured only through the reference
+//! CU's environment names, reaching a gateway (GraphQL + `/raw`, faked here in-process with the
+//! real JSON shapes) and the scheduler that gateway points the process to (the real local SU
+//! over HTTP). It locates the SU, fetches and caches the module, evaluates and serves results; a
+//! bad setting stops it at start with a message naming the setting.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use metalcu::gateway::Gateway;
+use metalcu::gateway::local::LocalGateway;
+use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS, LocalScheduler, system_clock};
+use metalcu::su::scheduler::Scheduler;
+use metalcu::su::types::Tag;
+use serde_json::{Value, json};
+
+fn tag(n: &str, v: &str) -> Tag {
+    Tag { name: n.into(), value: v.into() }
+}
+
+fn wallet() -> String {
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 512]);
+    format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB"}}"#)
+}
+
+/// A gateway speaking Arweave's GraphQL and `/raw` for the module (from `modules`) and the
+/// process (from the local SU), pointing the scheduler wallet at `su_url`.
+async fn fake_gateway(modules: Arc<LocalGateway>, su: Arc<LocalScheduler>, su_url: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (modules, su, su_url) = (modules.clone(), su.clone(), su_url.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (modules, su, su_url) = (modules.clone(), su.clone(), su_url.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let (status, out) = answer(&path, &body, &modules, &su, &su_url).await;
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder().status(status).body(Full::new(out)).unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn answer(path: &str, body: &[u8], modules: &LocalGateway, su: &LocalScheduler, su_url: &str) -> (u16, Bytes) {
+    if let Some(id) = path.strip_prefix("/raw/") {
+        return match modules.raw(id).await {
+            Ok(b) => (200, b),
+            Err(_) => (404, Bytes::from_static(b"not found")),
+        };
+    }
+    assert_eq!(path, "/graphql", "the CU asks GraphQL at GATEWAY_URL/graphql");
+    let q: Value = serde_json::from_slice(body).unwrap();
+    let query = q["query"].as_str().unwrap();
+    let edges = if query.contains("GetSchedulerLocation") {
+        assert_eq!(q["variables"]["owner"], LOCAL_SU_ADDRESS);
+        vec![
+            json!({"node": {"tags": [{"name": "Url", "value": su_url}, {"name": "Time-To-Live", "value": "3600000"}]}}),
+        ]
+    } else if query.contains("GetProcesses") {
+        let id = q["variables"]["processIds"][0].as_str().unwrap().to_string();
+        let node = match (modules.transaction(&id).await, su.process(&id).await) {
+            (Ok(m), _) => {
+                json!({"id": id, "owner": {"address": m.owner.address, "key": m.owner.key}, "tags": m.tags, "recipient": ""})
+            }
+            (_, Ok(p)) => {
+                json!({"id": id, "owner": {"address": p.owner.address, "key": p.owner.key}, "tags": p.tags, "recipient": ""})
+            }
+            _ => return (200, Bytes::from(json!({"data": {"transactions": {"edges": []}}}).to_string())),
+        };
+        vec![json!({ "node": node })]
+    } else {
+        panic!("unexpected query {query}");
+    };
+    (200, Bytes::from(json!({"data": {"transactions": {"edges": edges}}}).to_string()))
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` on `addr` (HTTP/1.1, connection closed): status and JSON body.
+fn get(addr: &str, path: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn serve_end_to_end(io: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let su = Arc::new(LocalScheduler::open(dir.path().join("su.redb"), system_clock()).unwrap());
+    let su_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let su_url = format!("http://{}", su_listener.local_addr().unwrap());
+    tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
+    let modules = Arc::new(LocalGateway::default());
+    let wasm = wat::parse_str(common::echo_wat("", "", "")).unwrap();
+    let module_tags = vec![
+        tag("Data-Protocol", "ao"),
+        tag("Type", "Module"),
+        tag("Module-Format", "wasm32-unknown-emscripten4"),
+        tag("Input-Encoding", "JSON-1"),
+        tag("Output-Encoding", "JSON-1"),
+        tag("Memory-Limit", "1-gb"),
+        tag("Compute-Limit", "9000000000000"),
+    ];
+    let module = modules.register(DEV_OWNER, module_tags, wasm).unwrap();
+    let process_tags = vec![
+        tag("Data-Protocol", "ao"),
+        tag("Type", "Process"),
+        tag("Module", &module),
+        tag("Scheduler", LOCAL_SU_ADDRESS),
+    ];
+    let pid = su.spawn(DEV_OWNER, process_tags, String::new()).unwrap().process_id;
+    let ids: Vec<String> = (0..3).map(|n| su.post(&pid, DEV_OWNER, vec![], format!("m{n}")).unwrap().id).collect();
+    let gateway = fake_gateway(modules, su.clone(), su_url).await;
+
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_metalcu"))
+            .arg("serve")
+            .env_clear()
+            .env("WALLET", wallet())
+            .env("GATEWAY_URL", &gateway)
+            .env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("IO", io)
+            .env("DATA_DIR", dir.path())
+            .env("WASM_BINARY_FILE_DIRECTORY", dir.path().join("wasm"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), line).await.expect("serve starts").unwrap();
+    let addr = line.split("CU http://").nth(1).and_then(|r| r.split_whitespace().next()).expect(&line).to_string();
+
+    let last = ids[2].clone();
+    let (addr2, pid2) = (addr.clone(), pid.clone());
+    let (status, body) =
+        tokio::task::spawn_blocking(move || get(&addr2, &format!("/result/{last}?process-id={pid2}"))).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Output"]["Data"], "m2");
+    assert_eq!(body["Output"]["Target"], pid);
+    let (addr2, pid2) = (addr.clone(), pid.clone());
+    let (status, body) = tokio::task::spawn_blocking(move || get(&addr2, &format!("/results/{pid2}"))).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["edges"].as_array().unwrap().len(), 4, "spawn + 3 messages");
+    let (status, body) = tokio::task::spawn_blocking(move || get(&addr, "/")).await.unwrap();
+    assert_eq!(status, 200);
+    let want = {
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest([9u8; 512]))
+    };
+    assert_eq!(body["address"], want, "the wallet's address");
+    let cached = std::fs::read_dir(dir.path().join("wasm").join("modules")).unwrap().count();
+    assert!(cached >= 1, "the module binary is cached on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_locates_the_scheduler_through_the_gateway_and_serves_results_on_epoll() {
+    serve_end_to_end("epoll").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_does_the_same_with_io_auto() {
+    serve_end_to_end("auto").await;
+}
+
+#[test]
+fn a_bad_setting_stops_serve_at_start_naming_it() {
+    let run = |env: &[(&str, String)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_metalcu"))
+            .arg("serve")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&[("WALLET", wallet()), ("PORT", "sixty".into())]);
+    assert!(err.contains("PORT = \"sixty\" (environment): expected an integer"), "{err}");
+    let err = run(&[]);
+    assert!(err.contains("WALLET") && err.contains("required"), "{err}");
+    let err = run(&[("WALLET", wallet()), ("GATEWAY_URL", "arweave.net".into())]);
+    assert!(err.contains("GATEWAY_URL"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_metalcu")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "PORT",
+        "GATEWAY_URL",
+        "GRAPHQL_URL",
+        "CHECKPOINT_GRAPHQL_URL",
+        "UPLOADER_URL",
+        "WALLET_FILE",
+        "PROCESS_WASM_MEMORY_MAX_LIMIT",
+        "PROCESS_WASM_COMPUTE_MAX_LIMIT",
+        "IO",
+    ] {
+        assert!(help.contains(&format!("[env: {name}]")), "serve --help documents {name}");
+    }
+}
