@@ -323,3 +323,44 @@ async fn access_lists_refuse_processes_and_owners_with_403_before_any_work() {
     // The unrestricted runtime of the same scheduler serves it.
     c.rt.evaluate_to(&c.pid, None).await.unwrap();
 }
+
+/// WeaveDrive through the whole pipeline: an aos2 process whose module declares the extension
+/// reads `/data/<tx id>` from the CU's gateway; a module without it gets "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weavedrive_reads_transactions_through_the_gateway_for_processes_that_declare_it() {
+    let Some(shared) = common::shared_dir() else { return };
+    let wasm = std::fs::read(shared.join("fixtures/modules/aos2-emscripten4.wasm")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let su = Arc::new(LocalScheduler::open(dir.path().join("su.redb"), metalcu::su::local::system_clock()).unwrap());
+    let gateway = Arc::new(LocalGateway::default());
+    let data = "bytes on the weave ".repeat(50);
+    let tx = gateway.register("someone", vec![tag("Content-Type", "text/plain")], data.clone().into_bytes()).unwrap();
+    let code = format!(
+        "local f = io.open('/data/{tx}', 'r'); if not f then return 'missing' end; local s = f:read({}); f:close(); return #s .. ':' .. s:sub(1, 19)",
+        data.len()
+    );
+    let policy = Policy { extensions: vec!["WeaveDrive".into()], ..Policy::default() };
+    let rt = Runtime::new(engine(), Arc::new(MemoryStore::new()), su.clone(), gateway.clone(), policy);
+    let mut outputs = Vec::new();
+    for extension in [true, false] {
+        let mut tags = vec![
+            tag("Data-Protocol", "ao"),
+            tag("Type", "Module"),
+            tag("Module-Format", "wasm32-unknown-emscripten4"),
+            tag("Input-Encoding", "JSON-1"),
+            tag("Output-Encoding", "JSON-1"),
+            tag("Memory-Limit", "1-gb"),
+            tag("Compute-Limit", "9000000000000"),
+        ];
+        if extension {
+            tags.push(tag("Extension", "WeaveDrive"));
+        }
+        let module = gateway.register(DEV_OWNER, tags, wasm.clone()).unwrap();
+        let spawn = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
+        let pid = su.spawn(DEV_OWNER, spawn, String::new()).unwrap().process_id;
+        let m = su.post(&pid, DEV_OWNER, vec![tag("Action", "Eval")], code.clone()).unwrap();
+        let r = rt.result(&pid, &m.id).await.unwrap();
+        outputs.push(r["Output"]["data"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(outputs, [format!("{}:bytes on the weave ", data.len()), "missing".to_string()]);
+}

@@ -4,6 +4,7 @@
 //! test fakes.
 
 pub mod cache;
+pub mod drive;
 pub mod http;
 pub mod local;
 

@@ -26,8 +26,10 @@ use serde_json::{Map, Value};
 use super::cron::{self, Block, Cron, Tick};
 use super::msgs::{cron_message, dry_run_message, hydrate_assignment, spawn_message};
 use super::options::{Policy, module_options};
+use crate::engine::ModuleFormat;
 use crate::engine::{Engine, Instance, LoadedModule, ProcessOptions};
 use crate::gateway::Gateway;
+use crate::gateway::drive::GatewayDrive;
 use crate::store::{Evaluation, Position, Store};
 use crate::su::hashchain::{self, Link};
 use crate::su::message::{Scheduled, map_node, owner_address, tag};
@@ -200,6 +202,9 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             "Module": { "Id": module_id, "Owner": owner_address(&module.owner), "Tags": tags_json(&module.tags) },
         });
         let height = process.block.trim().parse::<u64>().unwrap_or(0);
+        let wants_drive = opts.extensions.iter().any(|e| e == "WeaveDrive") || format == ModuleFormat::Wasm64;
+        let drive: Option<Arc<dyn crate::engine::weavedrive::WeaveDrive>> = wants_drive
+            .then(|| Arc::new(GatewayDrive::new(self.gateway.clone(), tokio::runtime::Handle::current())) as Arc<_>);
         let crons = cron::parse_crons(&process.tags).map_err(|e| CuError::new(422, format!("process {pid}: {e}")))?;
         let owner = owner_address(&process.owner);
         Ok(Loaded {
@@ -214,7 +219,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             opts: ProcessOptions {
                 memory_limit: self.policy.memory_max,
                 compute_limit: opts.compute_limit,
-                weavedrive: None,
+                weavedrive: drive,
             },
             env,
             height,
