@@ -34,11 +34,14 @@ pub const MAX_OPEN_FILES: usize = 64;
 /// The first descriptor handed out (clear of the glue's own).
 pub const FIRST_FD: i64 = 1000;
 
+/// Open files: the next descriptor, and descriptor → (data, read position).
+type OpenFiles = (i64, HashMap<i64, (Bytes, usize)>);
+
 /// WeaveDrive over a gateway, for one process.
 pub struct GatewayDrive<G: Gateway> {
     gateway: Arc<G>,
     runtime: tokio::runtime::Handle,
-    open: Mutex<(i64, HashMap<i64, (Bytes, usize)>)>,
+    open: Mutex<OpenFiles>,
 }
 
 impl<G: Gateway> GatewayDrive<G> {
