@@ -26,7 +26,7 @@ enum Cmd {
     Dev(DevArgs),
     /// The CU for the real network: settings from flags, the environment (the reference CU's
     /// names) and an optional TOML file, in that order of precedence.
-    Serve(metalcu::config::ServeArgs),
+    Serve(Box<metalcu::config::ServeArgs>),
     /// End-to-end load bench: a local scheduler + gateway with N processes x M messages, driving a CU.
     Bench(metalcu::bench::BenchArgs),
 }
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Eval(a) => eval(a),
         Cmd::Dev(a) => dev(a),
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
         Cmd::Bench(a) => metalcu::bench::main(a),
     };
     match r {

@@ -1,80 +1,87 @@
-//! [`EpollTransport`]: HTTP/1.1 on tokio's epoll reactor through hyper-util's pooled keep-alive
-//! client. Plain `http` only for now.
+//! [`EpollTransport`]: the HTTP/1.1 client of [`super::conn`] on tokio's epoll reactor — tokio
+//! `TcpStream`s (optionally under rustls), hyper's client connection per stream with its
+//! `Connection` task on the caller's tokio runtime, and a keep-alive [`Pool`].
+//!
+//! Invariants: connecting (resolution, TCP, TLS handshake, HTTP handshake) is bounded by the
+//! connect timeout; a dropped `send` future abandons its exchange and the connection with it;
+//! bodies are bounded by [`read_limited`]'s rules.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::CONTENT_LENGTH;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
 
+use super::conn::{self, Origin, Pool, Sender};
+pub use super::conn::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST, read_limited};
+use super::tls::{self, MaybeTls};
 use super::{Transport, TransportError};
-
-/// How long an idle keep-alive connection stays in the pool.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per host.
-pub const POOL_MAX_IDLE_PER_HOST: usize = 32;
 
 /// The epoll transport.
 #[derive(Debug, Clone)]
 pub struct EpollTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: Arc<Pool>,
+    connect_timeout: Duration,
+    tls: Arc<ClientConfig>,
 }
 
 impl EpollTransport {
-    /// A transport whose connection attempts give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(connector);
-        EpollTransport { client }
+    /// A transport whose connection attempts give up after `connect_timeout`, trusting webpki's
+    /// roots for `https`.
+    pub fn new(connect_timeout: Duration) -> Result<Self, TransportError> {
+        Ok(Self::with_tls(connect_timeout, tls::client_config(&[])?))
+    }
+
+    /// A transport using `tls` for `https`.
+    pub fn with_tls(connect_timeout: Duration, tls: Arc<ClientConfig>) -> Self {
+        EpollTransport { pool: Arc::new(Pool::new()), connect_timeout, tls }
+    }
+
+    /// Idle pooled connections.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
     }
 }
 
-/// Reads `resp`'s body, refusing more than `max_body` bytes (declared or actual).
-pub async fn read_limited<B>(resp: Response<B>, max_body: usize) -> Result<Response<Bytes>, TransportError>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let declared =
-        resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_body as u64) {
-        return Err(TransportError::TooLarge(max_body));
-    }
-    let (parts, body) = resp.into_parts();
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(TransportError::TooLarge(max_body)),
-        Err(e) => return Err(TransportError::Io(format!("{}: reading the body failed: {e}", parts.status.as_u16()))),
+/// A new connection to `origin`: TCP (each resolved address in turn), TLS, HTTP/1.1 handshake;
+/// the hyper connection is driven by a task on the current tokio runtime.
+async fn connect(origin: Origin, timeout: Duration, tls: Arc<ClientConfig>) -> Result<Sender, TransportError> {
+    let attempt = async {
+        let mut last = None;
+        for addr in origin.resolve().await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let io = MaybeTls::wrap(stream, origin.tls.then_some(&tls), &origin.host).await?;
+                    let (sender, connection) = conn::builder()
+                        .handshake(TokioIo::new(io))
+                        .await
+                        .map_err(|e| TransportError::Io(format!("{origin}: {}", conn::error_text(&e))))?;
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("connection closed: {}", conn::error_text(&e));
+                        }
+                    });
+                    return Ok(sender);
+                }
+                Err(e) => last = Some(format!("connecting to {addr}: {e}")),
+            }
+        }
+        Err(TransportError::Io(format!("{origin}: {}", last.unwrap_or_else(|| "no address".into()))))
     };
-    Ok(Response::from_parts(parts, body))
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(TransportError::Io(format!("{origin}: connect timeout after {timeout:?}"))),
+    }
 }
 
 impl Transport for EpollTransport {
     async fn send(&self, req: Request<Bytes>, max_body: usize) -> Result<Response<Bytes>, TransportError> {
-        if req.uri().scheme_str() != Some("http") {
-            return Err(TransportError::Invalid(format!("{}: only http:// is supported", req.uri())));
-        }
-        let resp = self.client.request(req.map(Full::new)).await.map_err(|e| {
-            let mut text = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                src = s.source();
-            }
-            TransportError::Io(text)
-        })?;
-        read_limited(resp, max_body).await
+        let timeout = self.connect_timeout;
+        conn::exchange(&self.pool, req, max_body, timeout, |origin| connect(origin, timeout, self.tls.clone())).await
     }
 
     fn name(&self) -> &'static str {
