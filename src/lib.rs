@@ -1,8 +1,10 @@
 //! metalcu: an ao Compute Unit for bare metal.
 //!
 //! - [`bench`]: `metalcu bench`, the end-to-end load bench;
+//! - [`checkpoint`]: memory images as verified, sparse, page-aligned files, restored by mapping;
 //! - [`config`]: the settings of `metalcu serve` (flags, environment, TOML file);
 //! - [`dev`]: `metalcu dev`, a CU with an embedded scheduler and gateway on one machine;
+//! - [`doctor`]: `metalcu doctor`, host checks for bare-metal operators;
 //! - [`engine`]: runs ao modules in wasmtime, byte-exact with the reference host;
 //! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
 //! - [`gateway`]: the Arweave gateway the CU reads modules and data from;
@@ -14,8 +16,10 @@
 //! - [`store`]: persistence of evaluation results;
 //! - [`su`]: the Scheduler Unit's data: pages, nodes → `msg`, hash chains (the CU server's input).
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod dev;
+pub mod doctor;
 pub mod engine;
 pub mod eval;
 pub mod gateway;

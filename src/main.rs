@@ -29,6 +29,8 @@ enum Cmd {
     Serve(Box<metalcu::config::ServeArgs>),
     /// End-to-end load bench: a local scheduler + gateway with N processes x M messages, driving a CU.
     Bench(metalcu::bench::BenchArgs),
+    /// Inspect this host (io_uring, map count, memlock, THP, cores, disk) and say what to change.
+    Doctor(metalcu::doctor::DoctorArgs),
 }
 
 #[derive(clap::Args)]
@@ -158,6 +160,10 @@ fn main() -> ExitCode {
         Cmd::Dev(a) => dev(a),
         Cmd::Serve(a) => serve(*a),
         Cmd::Bench(a) => metalcu::bench::main(a),
+        Cmd::Doctor(a) => match metalcu::doctor::main(a) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
