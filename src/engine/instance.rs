@@ -91,6 +91,9 @@ fn is_zero(b: &[u8]) -> bool {
 
 /// A live process.
 pub struct Instance {
+    /// Declared before `store` so that it is dropped first: its kernel write tracking of the
+    /// memory ends before the memory goes back to the pool.
+    hasher: super::dirty::StateHasher,
     store: Store<HostState>,
     instance: wasmtime::Instance,
     /// True when this instance skipped start-up and took the module's template state.
@@ -276,7 +279,16 @@ impl Instance {
         let handle = get(&mut store, if e1 { &["G"] } else { &["handle"] }).ok_or_else(|| missing("handle"))?;
         store.data_mut().exports = exports;
         let mut me =
-            Instance { store, instance: inst, from_template: !start_up, handle, dialect, deadline_ticks, module };
+            Instance {
+                hasher: super::dirty::StateHasher::new(true),
+                store,
+                instance: inst,
+                from_template: !start_up,
+                handle,
+                dialect,
+                deadline_ticks,
+                module,
+            };
         // The gas tank of the glue exists from instantiation on: start-up runs metered too.
         me.refill_gas().map_err(|e| EngineError::Instantiate(error_text(&e)))?;
         if start_up {
@@ -443,6 +455,19 @@ impl Instance {
     /// Linear memory, borrowed (no copy).
     pub fn memory(&self) -> &[u8] {
         self.mem().data(&self.store)
+    }
+
+    /// The state hash of linear memory ([`super::dirty::StateHasher`]): after the first call,
+    /// only the chunks holding pages written since the previous hash are hashed again.
+    pub fn state_hash(&mut self) -> [u8; 32] {
+        let mem = self.mem().data(&self.store);
+        self.hasher.hash(mem)
+    }
+
+    /// Whether [`Instance::state_hash`] follows the kernel's record of written pages (false
+    /// before the first hash, and where the kernel or a sandbox refuses it).
+    pub fn state_hash_tracked(&self) -> bool {
+        self.hasher.is_tracking()
     }
 
     /// A copy of linear memory (checkpoints, dry-run forks).

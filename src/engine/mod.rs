@@ -12,6 +12,7 @@
 //! - the instance keeps its memory between calls; a copy is made only by [`Instance::memory_image`].
 
 pub mod cache;
+pub mod dirty;
 pub mod format;
 pub mod gasinline;
 pub mod host;

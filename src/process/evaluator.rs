@@ -118,10 +118,6 @@ fn is_spawn(s: &Scheduled) -> bool {
             .is_some_and(|tags| tags.iter().any(|t| t["name"] == "Type" && t["value"] == "Process"))
 }
 
-fn blake3_of(m: &[u8]) -> [u8; 32] {
-    *blake3::hash(m).as_bytes()
-}
-
 /// The result object `/result` serves (cu-protocol §1.4, §4.3 normalisation).
 fn normalise(outcome: &Result<Map<String, Value>, String>, gas: u64, metering: bool) -> Value {
     let mut r = Map::new();
@@ -464,7 +460,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let (instance, out, hash) = tokio::task::spawn_blocking(move || {
             let mut instance = instance;
             let out = instance.handle(&msg_for_call, &env);
-            let hash = blake3_of(instance.memory());
+            let hash = instance.state_hash();
             (instance, out, hash)
         })
         .await
@@ -517,7 +513,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             for m in &replay {
                 instance.handle(m, &env);
             }
-            let h = blake3_of(instance.memory());
+            let h = instance.state_hash();
             (instance, h)
         })
         .await

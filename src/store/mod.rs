@@ -39,7 +39,8 @@ pub struct Evaluation {
     pub block_height: u64,
     /// The result as `/result` serves it: `{Messages, Assignments, Spawns, Output, Error?, GasUsed?}`.
     pub result: Value,
-    /// blake3 of the process memory after this evaluation (after rollback if it failed).
+    /// State hash of the process memory after this evaluation (after rollback if it failed): the
+    /// blake3 root over its 64 KiB chunks, see `engine::dirty`.
     pub state_hash: [u8; 32],
     /// Gas the evaluation used.
     pub gas: u64,
