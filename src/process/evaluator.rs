@@ -74,6 +74,9 @@ struct Loaded {
     /// `(timestamp, nonce)` of the last scheduled message handled (evaluated, or skipped as a
     /// duplicate assignment).
     handled: Option<(i64, u64)>,
+    /// Evaluations not yet committed to the store (one commit per batch: a page of catch-up
+    /// costs one fsync, not one per message). Flushed before `evaluate_to` returns.
+    pending: Vec<Evaluation>,
     /// Messages evaluated successfully since the checkpoint, to replay on rollback.
     since: Vec<Value>,
     metering: bool,
@@ -209,6 +212,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             block_height: height,
             spawned: false,
             handled: None,
+            pending: Vec::new(),
             process,
             metering: format.instrumented(),
             module: loaded,
@@ -238,6 +242,28 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             *guard = Some(self.load(pid).await?);
         }
         let p = guard.as_mut().expect("loaded above");
+        let walked = self.walk(pid, p, to).await;
+        // What was evaluated before an error is stored too (e.g. up to a broken hash chain).
+        self.flush(p)?;
+        walked?;
+        match &p.last {
+            Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits the pending evaluations.
+    fn flush(&self, p: &mut Loaded) -> Result<(), CuError> {
+        if p.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.store.put_batch(&p.pending).map_err(|e| CuError::new(500, e.to_string()));
+        p.pending.clear();
+        r
+    }
+
+    /// Evaluates forward to `to` (see [`Runtime::evaluate_to`]), leaving evaluations pending.
+    async fn walk(&self, pid: &str, p: &mut Loaded, to: Option<i64>) -> Result<(), CuError> {
         // Crons fire up to the target, or up to the SU's clock. The clock is read before the page
         // and bounds it, so no message can later be scheduled before a cron already evaluated.
         let horizon = match to {
@@ -280,10 +306,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         if let Some(h) = horizon {
             self.crons_until(pid, p, h).await?;
         }
-        match &p.last {
-            Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string())),
-            None => Ok(None),
-        }
+        Ok(())
     }
 
     /// Evaluates one scheduled message or assignment `s` (hydrated from the gateway if needed),
@@ -297,7 +320,11 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let height = s.msg.get("Block-Height").and_then(Value::as_u64).unwrap_or(0);
         let msg = if s.is_assignment {
             // Deduplication (§4.7): a transaction assigned again is not evaluated again.
-            let earlier = self.store.by_message(pid, &id).map_err(|e| CuError::new(500, e.to_string()))?;
+            let pending = p.pending.iter().find(|e| e.message_id.as_deref() == Some(id.as_str())).cloned();
+            let earlier = match pending {
+                Some(e) => Some(e),
+                None => self.store.by_message(pid, &id).map_err(|e| CuError::new(500, e.to_string()))?,
+            };
             if earlier.is_some_and(|e| e.position.nonce < s.nonce) {
                 tracing::debug!(process = pid, message = id, nonce = s.nonce, "assignment seen before; skipped");
                 p.link = Some(link);
@@ -491,7 +518,10 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             state_hash,
             gas: out.accounting.gas,
         };
-        self.store.put(&e).map_err(|e| CuError::new(500, e.to_string()))?;
+        p.pending.push(e);
+        if p.pending.len() >= crate::store::MAX_PAGE {
+            self.flush(p)?;
+        }
         p.last = Some(position);
         Ok(())
     }
@@ -593,8 +623,8 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string()))?,
             None => None,
         };
-        let image = p.instance.as_ref().map(Instance::memory_image);
-        let mut fork = self.fresh(p, image.as_deref())?;
+        // The fork is restored straight from the live memory (one copy, zero pages skipped).
+        let mut fork = self.fresh(p, p.instance.as_ref().map(Instance::memory))?;
         let env = p.env.clone();
         let metering = p.metering;
         drop(guard);

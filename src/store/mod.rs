@@ -77,6 +77,11 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Stores `e`; a no-op if the identical evaluation is already there.
     fn put(&self, e: &Evaluation) -> Result<(), StoreError>;
+    /// Stores up to [`MAX_PAGE`] evaluations, as one durable commit where the backend can (all or
+    /// nothing there); each is checked as [`Store::put`] checks it.
+    fn put_batch(&self, es: &[Evaluation]) -> Result<(), StoreError> {
+        es.iter().try_for_each(|e| self.put(e))
+    }
     /// The evaluation of message `message_id` in `process_id`.
     fn by_message(&self, process_id: &str, message_id: &str) -> Result<Option<Evaluation>, StoreError>;
     /// The evaluation at `position` exactly.

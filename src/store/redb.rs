@@ -267,7 +267,7 @@ impl RedbStore {
     /// Stores up to [`MAX_BATCH`] evaluations in one transaction (one commit, one fsync): all or
     /// nothing. Each is checked as [`Store::put`] checks it, against the store and the batch before
     /// it; the first refusal or conflict aborts the whole batch. For imports and catch-up bursts.
-    pub fn put_batch(&self, es: &[Evaluation]) -> Result<(), StoreError> {
+    fn put_all(&self, es: &[Evaluation]) -> Result<(), StoreError> {
         if es.len() > MAX_BATCH {
             return Err(StoreError::Io(format!("refused batch of {} evaluations: at most {MAX_BATCH}", es.len())));
         }
@@ -331,7 +331,11 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn put(&self, e: &Evaluation) -> Result<(), StoreError> {
-        self.put_batch(std::slice::from_ref(e))
+        self.put_all(std::slice::from_ref(e))
+    }
+
+    fn put_batch(&self, es: &[Evaluation]) -> Result<(), StoreError> {
+        self.put_all(es)
     }
 
     fn by_message(&self, process_id: &str, message_id: &str) -> Result<Option<Evaluation>, StoreError> {
