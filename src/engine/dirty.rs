@@ -230,9 +230,7 @@ impl StateHasher {
         let tracker = self.tracker.as_ref().expect("checked above");
         let mut dirty = vec![false; len.div_ceil(CHUNK)];
         let ok = tracker.take_written(base, self.len, |s, e| {
-            for c in s / CHUNK..=(e - 1) / CHUNK {
-                dirty[c] = true;
-            }
+            dirty[s / CHUNK..=(e - 1) / CHUNK].fill(true);
         });
         if !ok || (len > self.len && !tracker.add(base + self.len, len - self.len)) {
             self.tracker = None;

@@ -278,17 +278,16 @@ impl Instance {
         }
         let handle = get(&mut store, if e1 { &["G"] } else { &["handle"] }).ok_or_else(|| missing("handle"))?;
         store.data_mut().exports = exports;
-        let mut me =
-            Instance {
-                hasher: super::dirty::StateHasher::new(true),
-                store,
-                instance: inst,
-                from_template: !start_up,
-                handle,
-                dialect,
-                deadline_ticks,
-                module,
-            };
+        let mut me = Instance {
+            hasher: super::dirty::StateHasher::new(true),
+            store,
+            instance: inst,
+            from_template: !start_up,
+            handle,
+            dialect,
+            deadline_ticks,
+            module,
+        };
         // The gas tank of the glue exists from instantiation on: start-up runs metered too.
         me.refill_gas().map_err(|e| EngineError::Instantiate(error_text(&e)))?;
         if start_up {
