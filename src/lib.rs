@@ -10,6 +10,7 @@
 //! - [`gateway`]: the Arweave gateway the CU reads modules and data from;
 //! - [`http`]: the CU's HTTP API (routes, validation, cursors) over a `CuService` domain seam;
 //! - [`net`]: the client side of HTTP (transports: epoll, io_uring; retries and redirects);
+//! - [`notify`]: systemd readiness, status and watchdog notifications of `metalcu serve`;
 //! - [`process`]: per-process rules between the scheduler's data and the engine (options, limits);
 //! - [`serve`]: `metalcu serve`, the CU for the real network;
 //! - [`service`]: the CU core behind the HTTP layer (runtime + store);
@@ -25,6 +26,7 @@ pub mod eval;
 pub mod gateway;
 pub mod http;
 pub mod net;
+pub mod notify;
 pub mod process;
 pub mod serve;
 pub mod service;

@@ -6,6 +6,10 @@
 //! Start-up order: every setting is checked first; then the transport, the store (opened before
 //! the port is bound, so a locked or corrupt database fails the start), the engine, the port. The
 //! server stops on SIGINT or SIGTERM, letting in-flight requests finish.
+//!
+//! Under systemd (`Type=notify`, see `systemd/`), [`crate::notify`] reports each start-up step as
+//! `STATUS=`, `READY=1` once the store is open and the port bound, watchdog pings while the
+//! runtime answers, and `STOPPING=1` on shutdown; the calls are the `notify::` lines below.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use crate::gateway::http::{HttpGateway, HttpGatewayConfig};
 use crate::http::ServerConfig;
 use crate::net::fetch::ClientConfig;
 use crate::net::{AnyTransport, Transport};
+use crate::notify;
 use crate::process::evaluator::Runtime;
 use crate::service::Service;
 use crate::store::RedbStore;
@@ -29,6 +34,7 @@ pub async fn run(
     cfg: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    notify::status("starting: network transport");
     let transport = Arc::new(AnyTransport::new(cfg.io, CONNECT_TIMEOUT).map_err(|e| anyhow::anyhow!("IO: {e}"))?);
     tracing::info!(transport = transport.name(), "network transport");
     let client = ClientConfig { max_total: cfg.fetch_deadline, ..ClientConfig::default() };
@@ -57,6 +63,7 @@ pub async fn run(
     if let Some(dir) = cfg.db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DB_URL {}: {e}", dir.display()))?;
     }
+    notify::status(&format!("starting: opening the results store {}", cfg.db_path.display()));
     let store =
         Arc::new(RedbStore::open(&cfg.db_path).map_err(|e| anyhow::anyhow!("DB_URL {}: {e}", cfg.db_path.display()))?);
     let engine_cfg = EngineConfig {
@@ -64,6 +71,7 @@ pub async fn run(
         cache_dir: Some(cfg.wasm_dir.join("compiled")),
         ..EngineConfig::default()
     };
+    notify::status("starting: engine");
     let engine = Arc::new(Engine::new(engine_cfg)?);
     let runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone());
     let service = Arc::new(Service { runtime, address: cfg.address.clone() });
@@ -77,7 +85,17 @@ pub async fn run(
         cfg.gateway_url,
         cfg.db_path.display()
     );
-    crate::http::serve_with(listener, service, shutdown, ServerConfig::default()).await?;
+    notify::ready(&format!("serving http://{addr} (transport {})", transport.name()));
+    let watchdog = notify::spawn_watchdog();
+    let shutdown = async move {
+        shutdown.await;
+        notify::stopping();
+    };
+    let served = crate::http::serve_with(listener, service, shutdown, ServerConfig::default()).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    served?;
     Ok(())
 }
 
