@@ -301,11 +301,21 @@ async fn invalid_bodies_and_not_found_are_not_retried_body(mode: IoMode) {
     assert_eq!(client.latest("P").await, Ok(None));
     assert_eq!(count.load(Ordering::SeqCst), 2);
 
-    // Other 4xx: Invalid, once.
+    // 403: Forbidden (the CU answers 403, cu-protocol §2.7), once.
     let (base, count) =
         fake(Arc::new(|_, _| http("403 Forbidden", "", r#"{"error":"Process P is not allowed on this SU"}"#))).await;
     let client = su_client(&base, fast(), mode);
-    assert!(matches!(client.process("P").await, Err(SuError::Invalid(ref t)) if t.contains("not allowed")));
+    let err = client.process("P").await.unwrap_err();
+    assert!(matches!(err, SuError::Forbidden(ref t) if t.contains("not allowed")), "{err:?}");
+    assert_eq!(err.status(), 403);
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+
+    // Other 4xx: Invalid, once.
+    let (base, count) = fake(Arc::new(|_, _| http("422 Unprocessable Entity", "", r#"{"error":"bad"}"#))).await;
+    let client = su_client(&base, fast(), mode);
+    let err = client.process("P").await.unwrap_err();
+    assert!(matches!(err, SuError::Invalid(ref t) if t.contains("bad")), "{err:?}");
+    assert_eq!(err.status(), 502);
     assert_eq!(count.load(Ordering::SeqCst), 1);
 
     // A body past the bound: Invalid, once.

@@ -75,7 +75,7 @@ pub struct ServeConfig {
 }
 
 /// Reference settings metalcu accepts but does not act on (yet), with the reason.
-pub const INERT: [(&str, &str); 24] = [
+pub const INERT: &[(&str, &str)] = &[
     ("NODE_CONFIG_ENV", "no meaning outside Node.js"),
     ("WASM_EVALUATION_MAX_WORKERS", "evaluation runs on tokio's blocking pool until the worker pool lands"),
     ("WASM_EVALUATION_PRIMARY_WORKERS_PERCENTAGE", "no separate dry-run pool yet"),
@@ -100,6 +100,21 @@ pub const INERT: [(&str, &str); 24] = [
     ("ENABLE_METRICS_ENDPOINT", "no /metrics yet"),
     ("MEM_MONITOR_INTERVAL", "use RUST_LOG for logging"),
     ("DEFAULT_LOG_LEVEL", "use RUST_LOG for logging"),
+    ("DISABLE_PROCESS_EVALUATION_CACHE", "evaluations are always stored: results are never recomputed"),
+    ("PROCESS_CHECKPOINT_PREFERRED_OWNERS", "Arweave checkpoints are not read"),
+    ("PROCESS_IGNORE_ARWEAVE_CHECKPOINTS", "Arweave checkpoints are not read"),
+    ("CHECKPONT_VALIDATION_STEPS", "Arweave checkpoints are not read"),
+    ("CHECKPONT_VALIDATION_THRESH", "Arweave checkpoints are not read"),
+    ("CHECKPONT_VALIDATION_RETRIES", "Arweave checkpoints are not read"),
+    ("DRY_RUN_DEFAULT_MAX_PROCESS_AGE", "dry-runs fork the live memory, never a stale copy"),
+    ("DRY_RUN_PROCESS_CACHE_TTL", "dry-runs fork the live memory, never a stale copy"),
+    ("DRY_RUN_RESULT_MAX_AGE", "dry-run results are not cached"),
+    ("RATE_LIMIT_WINDOW", "no per-IP rate limit (metalcu default: off)"),
+    ("RATE_LIMIT_MAX_REQUESTS", "no per-IP rate limit (metalcu default: off)"),
+    ("RATE_LIMIT_CLEANUP_INTERVAL", "no per-IP rate limit (metalcu default: off)"),
+    ("ENABLE_MEMORY_RESET", "Action=Reset-Memory is not honoured"),
+    ("LOG_CONFIG_PATH", "use RUST_LOG for logging"),
+    ("MODULE_MODE", "test modes are not supported"),
 ];
 
 impl ServeConfig {

@@ -253,7 +253,7 @@ impl HttpGateway {
                 },
                 Err(FetchError::NotFound(t)) => GatewayError::Invalid(format!("GraphQL endpoint {url} not found: {t}")),
                 Err(FetchError::Unavailable(t)) => GatewayError::Unavailable(t),
-                Err(FetchError::Invalid(t)) => GatewayError::Invalid(t),
+                Err(FetchError::Invalid(t) | FetchError::Forbidden(t)) => GatewayError::Invalid(t),
             };
             let retryable = matches!(err, GatewayError::Unavailable(_)) || urls.len() > 1;
             if !retryable || retry >= self.cfg.client.retries {
@@ -310,7 +310,7 @@ impl Gateway for HttpGateway {
             Ok(body) => Ok(body),
             Err(FetchError::NotFound(_)) => Err(GatewayError::NotFound(id.to_string())),
             Err(FetchError::Unavailable(t)) => Err(GatewayError::Unavailable(t)),
-            Err(FetchError::Invalid(t)) => Err(GatewayError::Invalid(t)),
+            Err(FetchError::Invalid(t) | FetchError::Forbidden(t)) => Err(GatewayError::Invalid(t)),
         }
     }
 

@@ -3,8 +3,8 @@
 //! Redirects (301/302/307/308, to `http(s)` URLs or same-origin paths) are followed up to
 //! [`MAX_REDIRECTS`] hops; network errors, per-attempt timeouts and 5xx answers are retried with
 //! jittered exponential backoff; a definitive "not found" (404, or 400 whose body contains the
-//! peer's not-found text) is [`FetchError::NotFound`] at once; other 4xx answers and bodies over
-//! the limit are [`FetchError::Invalid`] at once.
+//! peer's not-found text) is [`FetchError::NotFound`] at once, 403 is [`FetchError::Forbidden`] at
+//! once; other 4xx answers and bodies over the limit are [`FetchError::Invalid`] at once.
 //!
 //! Invariants: retries are bounded by [`ClientConfig::retries`] and the whole call, retries
 //! included, by [`ClientConfig::max_total`]; every attempt by [`ClientConfig::request_timeout`];
@@ -69,6 +69,9 @@ pub enum FetchError {
     /// The peer says the thing does not exist (definitive; not retried).
     #[error("{0}")]
     NotFound(String),
+    /// The peer refuses the caller (403; definitive, not retried).
+    #[error("{0}")]
+    Forbidden(String),
     /// The peer could not be reached or kept failing after retries.
     #[error("{0}")]
     Unavailable(String),
@@ -231,6 +234,8 @@ impl Fetcher {
                 Attempt::Ok(body)
             } else if code == 404 || not_found_400 {
                 Attempt::Fatal(FetchError::NotFound(err(status.as_str(), &body)))
+            } else if code == 403 {
+                Attempt::Fatal(FetchError::Forbidden(err(status.as_str(), &body)))
             } else if status.is_server_error() || code == 408 || code == 429 {
                 Attempt::Retry(format!("{code}: {}", excerpt(&body)))
             } else {

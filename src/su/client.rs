@@ -31,6 +31,7 @@ impl From<FetchError> for SuError {
     fn from(e: FetchError) -> Self {
         match e {
             FetchError::NotFound(t) => SuError::NotFound(t),
+            FetchError::Forbidden(t) => SuError::Forbidden(t),
             FetchError::Unavailable(t) => SuError::Unavailable(t),
             FetchError::Invalid(t) => SuError::Invalid(t),
         }

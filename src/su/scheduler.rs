@@ -19,6 +19,9 @@ pub enum SuError {
     /// The SU says the process or message does not exist (definitive; not retried).
     #[error("{0}")]
     NotFound(String),
+    /// The SU refuses the CU (403, cu-protocol §2.7: surfaced as 403, not retried).
+    #[error("{0}")]
+    Forbidden(String),
     /// The SU could not be reached or kept failing after retries.
     #[error("{0}")]
     Unavailable(String),
@@ -32,6 +35,7 @@ impl SuError {
     pub fn status(&self) -> u16 {
         match self {
             SuError::NotFound(_) => 404,
+            SuError::Forbidden(_) => 403,
             SuError::Unavailable(_) => 503,
             SuError::Invalid(_) => 502,
         }
