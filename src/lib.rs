@@ -11,6 +11,7 @@
 //! - [`http`]: the CU's HTTP API (routes, validation, cursors) over a `CuService` domain seam;
 //! - [`net`]: the client side of HTTP (transports: epoll, io_uring; retries and redirects);
 //! - [`notify`]: systemd readiness, status and watchdog notifications of `metalcu serve`;
+//! - [`pool`]: the pinned evaluation worker pool (crossbeam queues, stable placement, stealing);
 //! - [`process`]: per-process rules between the scheduler's data and the engine (options, limits);
 //! - [`serve`]: `metalcu serve`, the CU for the real network;
 //! - [`service`]: the CU core behind the HTTP layer (runtime + store);
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod http;
 pub mod net;
 pub mod notify;
+pub mod pool;
 pub mod process;
 pub mod serve;
 pub mod service;
