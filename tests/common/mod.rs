@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod devchild;
+
 /// The shared test data (fixtures, goldens): `$METALCU_SHARED`, else `../shared` beside the repo.
 /// Returns `None` (after saying so on stderr) when it is missing locally; panics under CI, where
 /// a missing `../shared` must fail the run rather than skip it.
