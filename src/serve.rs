@@ -42,6 +42,7 @@ pub async fn run(
         arweave_url: cfg.arweave_url.clone(),
         graphql_url: cfg.graphql_url.clone(),
         graphql_urls: cfg.graphql_urls.clone(),
+        checkpoint_graphql_url: cfg.checkpoint_graphql_url.clone(),
         ..HttpGatewayConfig::from_urls(Some(&cfg.gateway_url), None, None, None).map_err(anyhow::Error::msg)?
     };
     let gw_cfg =

@@ -97,6 +97,9 @@ impl Gateway for FakeGateway {
     async fn blocks(&self, _: u64, _: i64) -> Result<Vec<Block>, GatewayError> {
         Ok(Vec::new())
     }
+    async fn checkpoints(&self, _: &str, _: &[String], _: usize) -> Result<Vec<TxMeta>, GatewayError> {
+        Ok(Vec::new())
+    }
     async fn scheduler_location(&self, owner: &str) -> Result<SchedulerLocation, GatewayError> {
         self.location_calls.fetch_add(1, Ordering::SeqCst);
         self.pause().await;

@@ -6,7 +6,9 @@
 //! - [`store`]: [`CheckpointStore`], the files of one directory: atomic durable writes
 //!   (temporary file, fsync, rename, fsync of the directory), verified reads that skip and report
 //!   corrupt files in favour of older ones, restore by copy-on-write mapping, pruning;
-//! - [`policy`]: [`CheckpointPolicy`], when the server writes one.
+//! - [`policy`]: [`CheckpointPolicy`], when the server writes one;
+//! - [`arweave`]: the reference CU's checkpoint records on Arweave (§3.4): find, choose, download
+//!   and check, for hydrating a process no local file covers.
 //!
 //! Resuming: [`CheckpointStore::latest_valid`] → [`Loaded::memory`] →
 //! [`crate::engine::Engine::instantiate_image`] (template path: no start-up, only the stored
@@ -15,6 +17,7 @@
 //! (`Instance::state_hash`, the value the evaluator stores with each evaluation), so a checkpoint
 //! can be checked against the results store at its position.
 
+pub mod arweave;
 pub mod format;
 pub mod policy;
 pub mod store;

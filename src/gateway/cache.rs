@@ -327,6 +327,10 @@ impl<G: Gateway> Gateway for CachedGateway<G> {
         Ok(body)
     }
 
+    async fn checkpoints(&self, pid: &str, owners: &[String], limit: usize) -> Result<Vec<TxMeta>, GatewayError> {
+        self.inner.checkpoints(pid, owners, limit).await
+    }
+
     async fn blocks(&self, min_height: u64, max_timestamp_s: i64) -> Result<Vec<Block>, GatewayError> {
         self.inner.blocks(min_height, max_timestamp_s).await
     }

@@ -68,6 +68,18 @@ pub const GET_PROCESSES_QUERY: &str = r#"query GetProcesses($processIds: [ID!]!,
 }"#;
 
 /// Blocks for cron (§3.3), verbatim.
+/// The reference's checkpoint query (`GetAoProcessCheckpoints`, §3.4).
+pub const GET_CHECKPOINTS_QUERY: &str = r#"query GetAoProcessCheckpoints($owners: [String!]!, $processId: String!, $limit: Int!) {
+  transactions(
+    tags: [
+      { name: "Process", values: [$processId] }
+      { name: "Type", values: ["Checkpoint"] }
+      { name: "Data-Protocol", values: ["ao"] }
+    ],
+    owners: $owners, first: $limit, sort: HEIGHT_DESC
+  ) { edges { node { id owner { address } tags { name value } } } }
+}"#;
+
 pub const GET_BLOCKS_QUERY: &str = r#"query GetBlocks($min: Int!, $limit: Int!) {
   blocks(height: { min: $min }, first: $limit, sort: HEIGHT_ASC) {
     pageInfo { hasNextPage }
@@ -114,6 +126,9 @@ pub struct HttpGatewayConfig {
     pub arweave_url: String,
     /// `GRAPHQL_URL`: transaction metadata and Scheduler-Location records.
     pub graphql_url: String,
+    /// `CHECKPOINT_GRAPHQL_URL`: checkpoint queries fall back to it after two tries of
+    /// `graphql_url` (§3.4).
+    pub checkpoint_graphql_url: String,
     /// `GRAPHQL_URLS`: block queries, one endpoint per attempt, round-robin; empty = `graphql_url`.
     pub graphql_urls: Vec<String>,
     /// Retries, delays, deadlines; its `max_body_bytes` bounds GraphQL answers.
@@ -157,6 +172,7 @@ impl HttpGatewayConfig {
         };
         Ok(HttpGatewayConfig {
             arweave_url,
+            checkpoint_graphql_url: graphql_url.clone(),
             graphql_url,
             graphql_urls,
             client: ClientConfig { max_body_bytes: DEFAULT_MAX_GRAPHQL_BYTES, ..ClientConfig::default() },
@@ -344,6 +360,31 @@ impl Gateway for HttpGateway {
                 _ => return Ok(out),
             }
         }
+    }
+
+    async fn checkpoints(&self, pid: &str, owners: &[String], limit: usize) -> Result<Vec<TxMeta>, GatewayError> {
+        check_id(pid)?;
+        let thing = format!("checkpoints of process {pid}");
+        // GRAPHQL_URL twice, then CHECKPOINT_GRAPHQL_URL (the reference's order).
+        let c = &self.cfg;
+        let urls = [c.graphql_url.clone(), c.graphql_url.clone(), c.checkpoint_graphql_url.clone()];
+        let vars = json!({ "owners": owners, "processId": pid, "limit": limit });
+        let data = self.graphql(&urls, GET_CHECKPOINTS_QUERY, vars, &thing).await?;
+        let edges = data
+            .get("transactions")
+            .and_then(|t| t.get("edges"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| GatewayError::Invalid(format!("{thing}: no transactions.edges")))?;
+        edges
+            .iter()
+            .take(limit)
+            .map(|e| {
+                let node =
+                    e.get("node").ok_or_else(|| GatewayError::Invalid(format!("{thing}: an edge has no node")))?;
+                let id = node.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                parse_tx(node, &id)
+            })
+            .collect()
     }
 
     async fn scheduler_location(&self, owner: &str) -> Result<SchedulerLocation, GatewayError> {

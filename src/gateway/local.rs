@@ -87,6 +87,25 @@ impl Gateway for LocalGateway {
         Ok(out)
     }
 
+    /// Newest first by the records' `Timestamp` tag (the local gateway has no blocks).
+    async fn checkpoints(&self, pid: &str, owners: &[String], limit: usize) -> Result<Vec<TxMeta>, GatewayError> {
+        let has = |m: &TxMeta, name: &str, value: &str| m.tags.iter().any(|t| t.name == name && t.value == value);
+        let ts = |m: &TxMeta| {
+            m.tags.iter().find(|t| t.name == "Timestamp").and_then(|t| t.value.parse::<i64>().ok()).unwrap_or(0)
+        };
+        let txs = self.txs.read().expect("gateway lock");
+        let mut out: Vec<TxMeta> = txs
+            .values()
+            .map(|(m, _)| m)
+            .filter(|m| has(m, "Process", pid) && has(m, "Type", "Checkpoint") && has(m, "Data-Protocol", "ao"))
+            .filter(|m| owners.contains(&m.owner.address))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| ts(b).cmp(&ts(a)).then_with(|| a.id.cmp(&b.id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn scheduler_location(&self, owner: &str) -> Result<SchedulerLocation, GatewayError> {
         let s = self.schedulers.read().expect("gateway lock");
         s.get(owner).cloned().ok_or_else(|| GatewayError::NotFound(format!("Scheduler-Location of {owner}")))

@@ -72,6 +72,14 @@ pub trait Gateway: Send + Sync + 'static {
         min_height: u64,
         max_timestamp_s: i64,
     ) -> impl Future<Output = Result<Vec<Block>, GatewayError>> + Send;
+    /// Checkpoint records of process `pid` signed by one of `owners` (tags `Process`,
+    /// `Type=Checkpoint`, `Data-Protocol=ao`), newest first, at most `limit` (§3.4).
+    fn checkpoints(
+        &self,
+        pid: &str,
+        owners: &[String],
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TxMeta>, GatewayError>> + Send;
     /// The newest `Scheduler-Location` record of scheduler wallet `owner` (§2.1).
     fn scheduler_location(&self, owner: &str) -> impl Future<Output = Result<SchedulerLocation, GatewayError>> + Send;
 }
