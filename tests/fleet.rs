@@ -420,3 +420,48 @@ async fn fleet(haproxy: PathBuf) {
 fn bind_uri(bind: &str, path: &str) -> hyper::Uri {
     format!("http://{bind}{path}").parse().unwrap()
 }
+
+/// Runs `tuning/haproxy/render.sh` with `args`; (success, stdout, stderr).
+fn render_sh(args: &[&str]) -> (bool, String, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/haproxy/render.sh");
+    let out = Command::new("bash").arg(script).args(args).output().expect("bash runs render.sh");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn render_sh_fills_the_template_as_the_test_does_and_refuses_bad_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes");
+    std::fs::write(&nodes, "# the fleet\n1 cu1 127.0.0.1:7001\n\n2 cu2 127.0.0.1:7002  # second\n").unwrap();
+    let nodes_arg = nodes.to_str().unwrap();
+    let (ok, cfg, err) = render_sh(&[nodes_arg, "--bind", "127.0.0.1:7000"]);
+    assert!(ok, "{err}");
+    assert_eq!(cfg, render_config("127.0.0.1:7000", &[("cu1", 7001), ("cu2", 7002)]));
+    let (ok, with_socket, err) = render_sh(&[nodes_arg, "--stats-socket", "/run/haproxy/metalcu.sock"]);
+    assert!(ok, "{err}");
+    assert!(with_socket.contains("\n    stats socket /run/haproxy/metalcu.sock mode 600 level admin\n"));
+    assert!(with_socket.contains("\n    bind :80\n"), "the default bind");
+    if let Some(haproxy) = haproxy_binary() {
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, &with_socket).unwrap();
+        let check = Command::new(haproxy).arg("-c").arg("-f").arg(&file).output().unwrap();
+        assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    for (bad, why) in [
+        ("1 cu1 10.0.0.1:6363\n1 cu2 10.0.0.2:6363\n", ":2: id 1 is already used by cu1"),
+        ("1 cu1 10.0.0.1:6363\n2 cu1 10.0.0.2:6363\n", ":2: name cu1 is used twice"),
+        ("0 cu1 10.0.0.1:6363\n", ":1: id '0' is not a positive integer"),
+        ("1 cu1 10.0.0.1\n", ":1: address '10.0.0.1' is not host:port"),
+        ("1 cu1 10.0.0.1:70000\n", ":1: port 70000 is out of range"),
+        ("1 cu/1 10.0.0.1:6363\n", ":1: name 'cu/1' must be"),
+        ("1 cu1 10.0.0.1:6363 9\n", ":1: expected '<id> <name> <host:port>'"),
+        ("# nobody\n", "no CU listed"),
+    ] {
+        std::fs::write(&nodes, bad).unwrap();
+        let (ok, out, err) = render_sh(&[nodes_arg]);
+        assert!(!ok && out.is_empty(), "{bad:?} was accepted: {out}");
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+    let (ok, _, err) = render_sh(&[nodes_arg, "--bind"]);
+    assert!(!ok && err.contains("--bind needs an address"), "{err}");
+}
