@@ -165,7 +165,9 @@ fn render_config(bind: &str, servers: &[(&str, u16)]) -> String {
         .expect("tuning/haproxy/metalcu-fleet.cfg.in");
     let mut out = String::new();
     for line in template.lines() {
-        if line == "@SERVERS@" {
+        if line == "@PRIVILEGES@" {
+            // The test runs HAProxy as whoever runs it: no user, group or chroot.
+        } else if line == "@SERVERS@" {
             for (id, (name, port)) in servers.iter().enumerate() {
                 out.push_str(&format!("    server {name} 127.0.0.1:{port} id {}\n", id + 1));
             }
@@ -434,16 +436,21 @@ fn render_sh_fills_the_template_as_the_test_does_and_refuses_bad_nodes() {
     let nodes = dir.path().join("nodes");
     std::fs::write(&nodes, "# the fleet\n1 cu1 127.0.0.1:7001\n\n2 cu2 127.0.0.1:7002  # second\n").unwrap();
     let nodes_arg = nodes.to_str().unwrap();
-    let (ok, cfg, err) = render_sh(&[nodes_arg, "--bind", "127.0.0.1:7000"]);
+    let (ok, cfg, err) = render_sh(&[nodes_arg, "--bind", "127.0.0.1:7000", "--unprivileged"]);
     assert!(ok, "{err}");
     assert_eq!(cfg, render_config("127.0.0.1:7000", &[("cu1", 7001), ("cu2", 7002)]));
     let (ok, with_socket, err) = render_sh(&[nodes_arg, "--stats-socket", "/run/haproxy/metalcu.sock"]);
     assert!(ok, "{err}");
     assert!(with_socket.contains("\n    stats socket /run/haproxy/metalcu.sock mode 600 level admin\n"));
     assert!(with_socket.contains("\n    bind :80\n"), "the default bind");
+    assert!(with_socket.contains("\n    user haproxy\n    group haproxy\n    chroot /var/lib/haproxy\n"));
+    let (ok, unprivileged, err) = render_sh(&[nodes_arg, "--stats-socket", "/tmp/metalcu.sock", "--unprivileged"]);
+    assert!(ok, "{err}");
+    assert!(!unprivileged.contains("user haproxy"));
     if let Some(haproxy) = haproxy_binary() {
         let file = dir.path().join("haproxy.cfg");
-        std::fs::write(&file, &with_socket).unwrap();
+        // Checked unprivileged: the haproxy account exists only where Debian's package made it.
+        std::fs::write(&file, &unprivileged).unwrap();
         let check = Command::new(haproxy).arg("-c").arg("-f").arg(&file).output().unwrap();
         assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
     }

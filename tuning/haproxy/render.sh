@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders tuning/haproxy/metalcu-fleet.cfg.in into an HAProxy configuration for a fleet of CUs.
 #
-#   tuning/haproxy/render.sh NODES_FILE [--bind ADDR] [--stats-socket PATH] > haproxy.cfg
+#   tuning/haproxy/render.sh NODES_FILE [--bind ADDR] [--stats-socket PATH] [--unprivileged] > haproxy.cfg
 #
 # NODES_FILE has one CU per line, "<id> <name> <host:port>" (# starts a comment), e.g.
 #   1 cu1 10.0.0.11:6363
@@ -9,19 +9,22 @@
 # The id places the CU on HAProxy's hash ring: keep each CU's id for its whole life and give a
 # new CU a new id, or processes move between CUs that did not change (README.md beside this).
 # --bind defaults to ":80"; --stats-socket adds HAProxy's runtime API (admin level) at PATH.
+# HAProxy, started as root, drops to Debian's haproxy user in a chroot (/var/lib/haproxy) once
+# its ports are bound; --unprivileged leaves that out, to start it as an ordinary user.
 # A malformed line stops the script with its line number; nothing is printed then.
 set -euo pipefail
 shopt -s extglob
 
 here=$(cd "$(dirname "$0")" && pwd)
 template="$here/metalcu-fleet.cfg.in"
-usage="usage: $0 NODES_FILE [--bind ADDR] [--stats-socket PATH]"
+usage="usage: $0 NODES_FILE [--bind ADDR] [--stats-socket PATH] [--unprivileged]"
 
-nodes="" bind=":80" socket=""
+nodes="" bind=":80" socket="" privileged=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --bind) bind="${2:?--bind needs an address}"; shift 2 ;;
     --stats-socket) socket="${2:?--stats-socket needs a path}"; shift 2 ;;
+    --unprivileged) privileged=0; shift ;;
     -h|--help) echo "$usage"; exit 0 ;;
     -*) echo "$0: unknown option $1; $usage" >&2; exit 1 ;;
     *) [ -z "$nodes" ] || { echo "$0: one NODES_FILE only; $usage" >&2; exit 1; }; nodes="$1"; shift ;;
@@ -59,6 +62,7 @@ stats=""
 while IFS= read -r line || [ -n "$line" ]; do
   case "$line" in
     "@SERVERS@") printf '%s' "$servers" ;;
+    "@PRIVILEGES@") [ "$privileged" = 0 ] || printf '    user haproxy\n    group haproxy\n    chroot /var/lib/haproxy\n' ;;
     *([[:space:]])"#"*) printf '%s\n' "$line" ;;  # comments keep the placeholder names
     *) line="${line//@BIND@/$bind}"; printf '%s\n' "${line//@STATS_SOCKET@/$stats}" ;;
   esac

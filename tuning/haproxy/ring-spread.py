@@ -33,7 +33,7 @@ def config(cus, bind):
     with tempfile.NamedTemporaryFile("w", suffix=".nodes", delete=False) as nodes:
         for n in range(1, cus + 1):
             nodes.write(f"{n} cu{n} 127.0.0.1:{STAND_IN_BASE + n}\n")
-    out = subprocess.run([os.path.join(HERE, "render.sh"), nodes.name, "--bind", bind],
+    out = subprocess.run([os.path.join(HERE, "render.sh"), nodes.name, "--bind", bind, "--unprivileged"],
                          check=True, capture_output=True, text=True).stdout
     os.unlink(nodes.name)
     for n in range(1, cus + 1):
