@@ -356,6 +356,9 @@ async fn fleet(haproxy: PathBuf) {
         assert_eq!(&cu, mine, "/state of {pid}");
         assert_eq!(r.content_type.as_deref(), Some("application/octet-stream"));
         assert!(!r.body.is_empty() && r.body.len() % 65536 == 0, "/state is the memory: {} bytes", r.body.len());
+        // Routing only: the owner answers `/usage/:pid`, whatever its status on this build.
+        let r = router.get(&format!("/usage/{pid}")).await;
+        assert_eq!(r.server.as_ref(), Some(mine), "/usage of {pid} ({})", r.status);
         let dry =
             json!({ "Id": "1234", "Owner": "1234", "Data": "peek", "Tags": [{ "name": "Action", "value": "Peek" }] });
         let r = router.call("POST", &format!("/dry-run?process-id={pid}"), Some(&dry)).await;
