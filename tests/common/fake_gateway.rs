@@ -1,0 +1,91 @@
+//! An Arweave gateway for `metalcu serve` children, on 127.0.0.1: GraphQL (`GetProcesses` for
+//! modules and processes, `GetSchedulerLocation` pointing the local SU's wallet at its HTTP
+//! front) and `/raw/:id` for module binaries, with the real JSON shapes. Modules come from a
+//! [`LocalGateway`], processes from the [`LocalScheduler`]. A query it does not know is answered
+//! 400 naming it, so the CU's error says what was asked.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use metalcu::gateway::Gateway;
+use metalcu::gateway::local::LocalGateway;
+use metalcu::su::local::{LOCAL_SU_ADDRESS, LocalScheduler};
+use metalcu::su::scheduler::Scheduler;
+use serde_json::{Value, json};
+
+/// Time-To-Live of the scheduler location it announces, in ms.
+const LOCATION_TTL_MS: &str = "3600000";
+
+/// Serves the gateway on an ephemeral port of 127.0.0.1 until the runtime stops; returns its URL.
+pub async fn start(modules: Arc<LocalGateway>, su: Arc<LocalScheduler>, su_url: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
+    let addr = listener.local_addr().expect("gateway address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (modules, su, su_url) = (modules.clone(), su.clone(), su_url.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (modules, su, su_url) = (modules.clone(), su.clone(), su_url.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let (status, out) = answer(&path, &body, &modules, &su, &su_url).await;
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder().status(status).body(Full::new(out)).expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn edges(edges: Vec<Value>) -> (u16, Bytes) {
+    (200, Bytes::from(json!({"data": {"transactions": {"edges": edges}}}).to_string()))
+}
+
+fn refuse(why: String) -> (u16, Bytes) {
+    (400, Bytes::from(json!({ "errors": [{ "message": why }] }).to_string()))
+}
+
+async fn answer(path: &str, body: &[u8], modules: &LocalGateway, su: &LocalScheduler, su_url: &str) -> (u16, Bytes) {
+    if let Some(id) = path.strip_prefix("/raw/") {
+        return match modules.raw(id).await {
+            Ok(b) => (200, b),
+            Err(_) => (404, Bytes::from_static(b"not found")),
+        };
+    }
+    if path != "/graphql" {
+        return (404, Bytes::from_static(b"not found"));
+    }
+    let Ok(q) = serde_json::from_slice::<Value>(body) else {
+        return refuse("the body is not JSON".into());
+    };
+    let query = q["query"].as_str().unwrap_or_default();
+    if query.contains("GetSchedulerLocation") {
+        if q["variables"]["owner"] != LOCAL_SU_ADDRESS {
+            return edges(vec![]);
+        }
+        let tags = json!([{"name": "Url", "value": su_url}, {"name": "Time-To-Live", "value": LOCATION_TTL_MS}]);
+        return edges(vec![json!({ "node": { "tags": tags } })]);
+    }
+    if query.contains("GetProcesses") {
+        let id = q["variables"]["processIds"][0].as_str().unwrap_or_default().to_string();
+        let (owner, tags) = match (modules.transaction(&id).await, su.process(&id).await) {
+            (Ok(m), _) => (m.owner, m.tags),
+            (_, Ok(p)) => (p.owner, p.tags),
+            _ => return edges(vec![]),
+        };
+        let node =
+            json!({"id": id, "owner": {"address": owner.address, "key": owner.key}, "tags": tags, "recipient": ""});
+        return edges(vec![json!({ "node": node })]);
+    }
+    refuse(format!("the test gateway does not answer this query: {query}"))
+}
