@@ -93,4 +93,24 @@ settings! {
     allow_owners = "ALLOW_OWNERS",
     "Deadline of one SU or gateway call, retries included, in ms (default 20000)."
     fetch_deadline_ms = "FETCH_DEADLINE_MS",
+    "Evaluation worker threads (default 0: one per CPU this process may use)."
+    wasm_evaluation_max_workers = "WASM_EVALUATION_MAX_WORKERS",
+    "Comma-separated CPUs the workers are pinned to, in order (default: the CPUs this process may use)."
+    worker_cpus = "WORKER_CPUS",
+    "Pin each worker to its CPU: true or false (default true)."
+    worker_pin = "WORKER_PIN",
+    "Evaluation jobs queued per worker before requests wait (default 256)."
+    worker_queue_depth = "WORKER_QUEUE_DEPTH",
+    "Directory of memory checkpoint files (default DATA_DIR/checkpoints)."
+    process_memory_file_checkpoints_dir = "PROCESS_MEMORY_FILE_CHECKPOINTS_DIR",
+    "`true` turns file checkpoints off (metalcu default: on; the reference's default is off)."
+    disable_process_file_checkpoint_creation = "DISABLE_PROCESS_FILE_CHECKPOINT_CREATION",
+    "A checkpoint after this many evaluations of a process since its last one (default 1000; 0: not by count)."
+    checkpoint_every_messages = "CHECKPOINT_EVERY_MESSAGES",
+    "A checkpoint once this many ms passed since a process's last one, if it evaluated since (default 300000; 0: not by time)."
+    process_memory_cache_checkpoint_interval = "PROCESS_MEMORY_CACHE_CHECKPOINT_INTERVAL",
+    "Checkpoints kept per process (default 2)."
+    checkpoint_keep = "CHECKPOINT_KEEP",
+    "On SIGTERM: ms for in-flight evaluations and checkpoints before the server exits (default 30000)."
+    shutdown_deadline_ms = "SHUTDOWN_DEADLINE_MS",
 }

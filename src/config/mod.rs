@@ -19,8 +19,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::checkpoint::CheckpointPolicy;
 use crate::engine::ModuleFormat;
 use crate::net::IoMode;
+use crate::pool::{MAX_QUEUE_DEPTH, MAX_WORKERS, PoolConfig};
 use crate::process::options::{DEFAULT_COMPUTE_MAX, DEFAULT_MEMORY_MAX, Policy};
 
 pub use args::ServeArgs;
@@ -72,12 +74,27 @@ pub struct ServeConfig {
     pub policy: Policy,
     /// Time a call to an SU or gateway may take, retries included.
     pub fetch_deadline: Duration,
+    /// The evaluation worker pool.
+    pub pool: PoolConfig,
+    /// File checkpoints: where, and when (`None`: turned off).
+    pub checkpoints: Option<CheckpointSettings>,
+    /// Time SIGTERM gives in-flight evaluations and checkpoints.
+    pub shutdown_deadline: Duration,
 }
+
+/// Where and when memory checkpoints are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    pub dir: PathBuf,
+    pub policy: CheckpointPolicy,
+}
+
+/// Default of `SHUTDOWN_DEADLINE_MS`.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Reference settings metalcu accepts but does not act on (yet), with the reason.
 pub const INERT: &[(&str, &str)] = &[
     ("NODE_CONFIG_ENV", "no meaning outside Node.js"),
-    ("WASM_EVALUATION_MAX_WORKERS", "evaluation runs on tokio's blocking pool until the worker pool lands"),
     ("WASM_EVALUATION_PRIMARY_WORKERS_PERCENTAGE", "no separate dry-run pool yet"),
     ("WASM_EVALUATION_WORKERS_DRY_RUN_MAX_QUEUE", "no separate dry-run pool yet"),
     ("WASM_MODULE_CACHE_MAX_SIZE", "compiled modules are cached on disk, without a count limit"),
@@ -85,11 +102,8 @@ pub const INERT: &[(&str, &str)] = &[
     ("PROCESS_MEMORY_CACHE_MAX_SIZE", "memory residency limits come with the worker pool"),
     ("PROCESS_MEMORY_CACHE_TTL", "memory residency limits come with the worker pool"),
     ("PROCESS_MEMORY_CACHE_FILE_DIR", "checkpoints come with the worker pool"),
-    ("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR", "checkpoints come with the worker pool"),
-    ("PROCESS_MEMORY_CACHE_CHECKPOINT_INTERVAL", "checkpoints come with the worker pool"),
     ("PROCESS_CHECKPOINT_CREATION_THROTTLE", "Arweave checkpoints are not created"),
     ("DISABLE_PROCESS_CHECKPOINT_CREATION", "Arweave checkpoints are not created"),
-    ("DISABLE_PROCESS_FILE_CHECKPOINT_CREATION", "file checkpoints come with the worker pool"),
     ("EAGER_CHECKPOINT_ACCUMULATED_GAS_THRESHOLD", "checkpoints come with the worker pool"),
     ("EAGER_CHECKPOINT_EVAL_TIME_THRESHOLD", "checkpoints come with the worker pool"),
     ("PROCESS_CHECKPOINT_TRUSTED_OWNERS", "Arweave checkpoints are not read"),
@@ -188,6 +202,35 @@ impl ServeConfig {
             .parse("FETCH_DEADLINE_MS", |v| values::bounded(v, 100, 3_600_000))?
             .map(Duration::from_millis)
             .unwrap_or(crate::net::fetch::DEFAULT_MAX_TOTAL);
+        let pool = PoolConfig {
+            workers: src
+                .parse("WASM_EVALUATION_MAX_WORKERS", |v| values::bounded(v, 0, MAX_WORKERS as u64))?
+                .unwrap_or(0) as usize,
+            cpus: src.parse("WORKER_CPUS", values::cpu_list)?,
+            pin: src.parse("WORKER_PIN", values::boolean)?.unwrap_or(true),
+            queue_depth: src
+                .parse("WORKER_QUEUE_DEPTH", |v| values::bounded(v, 1, MAX_QUEUE_DEPTH as u64))?
+                .map_or(crate::pool::DEFAULT_QUEUE_DEPTH, |n| n as usize),
+        };
+        let disabled = src.parse("DISABLE_PROCESS_FILE_CHECKPOINT_CREATION", values::boolean)?.unwrap_or(false);
+        let defaults = CheckpointPolicy::default();
+        let every_messages = src
+            .parse("CHECKPOINT_EVERY_MESSAGES", |v| values::bounded(v, 0, u64::MAX))?
+            .map_or(defaults.every_messages, |n| (n > 0).then_some(n));
+        let every = src
+            .parse("PROCESS_MEMORY_CACHE_CHECKPOINT_INTERVAL", |v| values::bounded(v, 0, 365 * 86_400_000))?
+            .map_or(defaults.every, |ms| (ms > 0).then(|| Duration::from_millis(ms)));
+        let keep = src.parse("CHECKPOINT_KEEP", |v| values::bounded(v, 1, 1000))?.map_or(defaults.keep, |n| n as usize);
+        let checkpoint_dir = src
+            .parse("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR", values::path)?
+            .unwrap_or_else(|| data_dir.join("checkpoints"));
+        let checkpoints = (!disabled).then(|| CheckpointSettings {
+            dir: checkpoint_dir,
+            policy: CheckpointPolicy { every_messages, every, keep, ..defaults },
+        });
+        let shutdown_deadline = src
+            .parse("SHUTDOWN_DEADLINE_MS", |v| values::bounded(v, 0, 3_600_000))?
+            .map_or(DEFAULT_SHUTDOWN_DEADLINE, Duration::from_millis);
         let policy = Policy {
             memory_max,
             compute_max,
@@ -215,6 +258,9 @@ impl ServeConfig {
             wasm_dir,
             policy,
             fetch_deadline,
+            pool,
+            checkpoints,
+            shutdown_deadline,
         };
         Ok((cfg, inert))
     }
@@ -277,6 +323,55 @@ mod tests {
         assert_eq!(e.name, "DB_URL");
         let e = resolve(&ServeArgs::default(), &[("WALLET", &w), ("IO", "kqueue")]).unwrap_err();
         assert_eq!(e.name, "IO");
+        for (name, bad) in [
+            ("WASM_EVALUATION_MAX_WORKERS", "many"),
+            ("WASM_EVALUATION_MAX_WORKERS", "5000"),
+            ("WORKER_CPUS", "0,0"),
+            ("WORKER_CPUS", "3-1"),
+            ("WORKER_CPUS", ""),
+            ("WORKER_PIN", "maybe"),
+            ("WORKER_QUEUE_DEPTH", "0"),
+            ("DISABLE_PROCESS_FILE_CHECKPOINT_CREATION", "perhaps"),
+            ("CHECKPOINT_KEEP", "0"),
+            ("SHUTDOWN_DEADLINE_MS", "-1"),
+        ] {
+            let e = resolve(&ServeArgs::default(), &[("WALLET", &w), (name, bad)]).unwrap_err();
+            assert_eq!(e.name, name, "{name}={bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn pool_and_checkpoint_settings_default_and_parse() {
+        let w = wallet_json();
+        let (c, _) = resolve(&ServeArgs::default(), &[("WALLET", &w), ("DATA_DIR", "/var/lib/cu")]).unwrap();
+        assert_eq!(c.pool, PoolConfig::default());
+        let ck = c.checkpoints.expect("file checkpoints are on by default");
+        assert_eq!(ck.dir, PathBuf::from("/var/lib/cu/checkpoints"));
+        assert_eq!(ck.policy, CheckpointPolicy::default());
+        assert_eq!(c.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
+        let (c, _) = resolve(
+            &ServeArgs::default(),
+            &[
+                ("WALLET", &w),
+                ("WASM_EVALUATION_MAX_WORKERS", "3"),
+                ("WORKER_CPUS", "2-3,0"),
+                ("WORKER_PIN", "false"),
+                ("CHECKPOINT_EVERY_MESSAGES", "0"),
+                ("PROCESS_MEMORY_CACHE_CHECKPOINT_INTERVAL", "60_000"),
+                ("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR", "/ck"),
+                ("SHUTDOWN_DEADLINE_MS", "5000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pool, PoolConfig { workers: 3, cpus: Some(vec![2, 3, 0]), pin: false, ..PoolConfig::default() });
+        let ck = c.checkpoints.unwrap();
+        assert_eq!((ck.dir.as_path(), ck.policy.every_messages), (std::path::Path::new("/ck"), None));
+        assert_eq!(ck.policy.every, Some(Duration::from_secs(60)));
+        assert_eq!(c.shutdown_deadline, Duration::from_secs(5));
+        let (c, _) =
+            resolve(&ServeArgs::default(), &[("WALLET", &w), ("DISABLE_PROCESS_FILE_CHECKPOINT_CREATION", "true")])
+                .unwrap();
+        assert!(c.checkpoints.is_none());
     }
 
     #[test]

@@ -76,6 +76,37 @@ pub fn list(v: &str) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
+/// `true` or `false` (also `1`/`0`, `yes`/`no`, any case).
+pub fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// A comma-separated list of CPU numbers (`0,1,4`; ranges `2-5`), not empty, no repeats.
+pub fn cpu_list(v: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for item in list(v)? {
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (int::<usize>(a)?, int::<usize>(b)?),
+            None => (int::<usize>(&item)?, int::<usize>(&item)?),
+        };
+        if lo > hi || hi >= crate::pool::MAX_WORKERS * 4 {
+            return Err(format!("{item:?} is not a CPU or a range of CPUs"));
+        }
+        out.extend(lo..=hi);
+    }
+    let mut seen = out.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if out.is_empty() || seen.len() != out.len() || out.len() > crate::pool::MAX_WORKERS {
+        return Err("expected CPU numbers such as 0,1 or 2-5, each once".into());
+    }
+    Ok(out)
+}
+
 /// A comma-separated list of URLs.
 pub fn url_list(v: &str) -> Result<Vec<String>, String> {
     list(v)?.iter().map(|u| url(u)).collect()
