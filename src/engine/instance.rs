@@ -456,6 +456,13 @@ impl Instance {
         self.mem().data(&self.store)
     }
 
+    /// Bytes of linear memory actually backed by RAM now (`mincore(2)`): what this process adds
+    /// to the CU's resident set, as opposed to [`Instance::memory_len`] (pages never touched cost
+    /// nothing). Falls back to `memory_len` where the kernel refuses.
+    pub fn resident_bytes(&self) -> u64 {
+        super::resident::resident_bytes(self.memory())
+    }
+
     /// The state hash of linear memory ([`super::dirty::StateHasher`]): after the first call,
     /// only the chunks holding pages written since the previous hash are hashed again.
     pub fn state_hash(&mut self) -> [u8; 32] {

@@ -19,6 +19,7 @@ pub mod host;
 mod instance;
 pub mod jsjson;
 pub mod metering;
+pub mod resident;
 pub mod weavedrive;
 
 use std::collections::HashMap;

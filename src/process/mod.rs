@@ -6,3 +6,4 @@ pub mod cron;
 pub mod evaluator;
 pub mod msgs;
 pub mod options;
+pub mod residency;

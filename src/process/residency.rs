@@ -1,0 +1,146 @@
+//! Which processes stay in memory: a budget of resident bytes over the processes the runtime
+//! holds, least recently used first out, and an idle time after which a process is let go
+//! whatever the budget.
+//!
+//! The runtime charges each process the RAM its memory actually occupies
+//! ([`crate::engine::Instance::resident_bytes`]) after every use, asks [`Residency::victims`]
+//! for the processes to evict, and evicts those it can (a process in use is skipped and asked
+//! again later): it writes a checkpoint when the process evaluated since its last one, then drops
+//! the instance. The next request brings the process back from that checkpoint.
+//!
+//! Invariants: the sum of charges equals the sum over tracked processes (checked in debug
+//! builds); victims never include the process just used; order is by last use, ties by id.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// Default budget (`PROCESS_MEMORY_CACHE_MAX_SIZE`): the reference's 1 GiB.
+pub const DEFAULT_BUDGET: u64 = 1 << 30;
+/// Default idle time (`PROCESS_MEMORY_CACHE_TTL`): the reference's 24 h.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    bytes: u64,
+    tick: u64,
+    at: Instant,
+}
+
+/// The residency ledger.
+#[derive(Debug)]
+pub struct Residency {
+    budget: u64,
+    ttl: Option<Duration>,
+    entries: HashMap<String, Entry>,
+    /// `(tick, pid)` of every entry: least recently used first.
+    order: BTreeSet<(u64, String)>,
+    total: u64,
+    tick: u64,
+}
+
+impl Residency {
+    pub fn new(budget: u64, ttl: Option<Duration>) -> Residency {
+        Residency { budget, ttl, entries: HashMap::new(), order: BTreeSet::new(), total: 0, tick: 0 }
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes charged in all.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Processes tracked.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// `pid` was just used and now occupies `bytes`.
+    pub fn touch(&mut self, pid: &str, bytes: u64, now: Instant) {
+        self.tick += 1;
+        let e = Entry { bytes, tick: self.tick, at: now };
+        if let Some(old) = self.entries.insert(pid.to_string(), e) {
+            self.order.remove(&(old.tick, pid.to_string()));
+            self.total -= old.bytes;
+        }
+        self.order.insert((self.tick, pid.to_string()));
+        self.total += bytes;
+        self.check();
+    }
+
+    /// `pid` is no longer held (evicted, or dropped after an error).
+    pub fn remove(&mut self, pid: &str) {
+        if let Some(old) = self.entries.remove(pid) {
+            self.order.remove(&(old.tick, pid.to_string()));
+            self.total -= old.bytes;
+        }
+        self.check();
+    }
+
+    /// Processes to evict, least recently used first: every one idle past the TTL, then more
+    /// until the rest fits the budget; never `keep`.
+    pub fn victims(&self, keep: &str, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut total = self.total;
+        for (_, pid) in &self.order {
+            if pid == keep {
+                continue;
+            }
+            let e = self.entries[pid];
+            let idle = self.ttl.is_some_and(|ttl| now.saturating_duration_since(e.at) >= ttl);
+            if idle || total > self.budget {
+                out.push(pid.clone());
+                total -= e.bytes;
+            }
+        }
+        out
+    }
+
+    fn check(&self) {
+        debug_assert_eq!(self.total, self.entries.values().map(|e| e.bytes).sum::<u64>());
+        debug_assert_eq!(self.order.len(), self.entries.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_recently_used_go_first_until_the_rest_fits() {
+        let t0 = Instant::now();
+        let mut r = Residency::new(100, None);
+        r.touch("a", 40, t0);
+        r.touch("b", 40, t0);
+        r.touch("c", 40, t0);
+        assert_eq!(r.total(), 120);
+        assert_eq!(r.victims("c", t0), vec!["a".to_string()]);
+        r.touch("a", 40, t0); // a used again: b is now the oldest
+        assert_eq!(r.victims("a", t0), vec!["b".to_string()]);
+        r.touch("c", 90, t0); // c grew
+        assert_eq!(r.victims("c", t0), vec!["b".to_string(), "a".to_string()]);
+        r.remove("b");
+        assert_eq!((r.total(), r.len()), (130, 2));
+        // The process just used is never a victim, even when it alone is over the budget.
+        r.remove("a");
+        r.touch("c", 500, t0);
+        assert!(r.victims("c", t0).is_empty());
+    }
+
+    #[test]
+    fn idle_processes_go_after_the_ttl_whatever_the_budget() {
+        let t0 = Instant::now();
+        let mut r = Residency::new(u64::MAX, Some(Duration::from_secs(60)));
+        r.touch("old", 1, t0);
+        r.touch("new", 1, t0 + Duration::from_secs(50));
+        assert!(r.victims("x", t0 + Duration::from_secs(59)).is_empty());
+        assert_eq!(r.victims("x", t0 + Duration::from_secs(60)), vec!["old".to_string()]);
+        assert_eq!(r.victims("x", t0 + Duration::from_secs(200)), vec!["old".to_string(), "new".to_string()]);
+    }
+}
