@@ -51,6 +51,7 @@ fn all(store: &MemoryStore, pid: &str, cron_only: bool) -> Vec<Evaluation> {
 
 struct Clocked {
     rt: Runtime<LocalScheduler, LocalGateway>,
+    gateway: Arc<LocalGateway>,
     su: Arc<LocalScheduler>,
     store: Arc<MemoryStore>,
     now: Arc<AtomicI64>,
@@ -72,8 +73,8 @@ fn clocked(t0: i64, process_tags: Vec<Tag>) -> Clocked {
     tags.extend(process_tags);
     let pid = su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id;
     let store = Arc::new(MemoryStore::new());
-    let rt = Runtime::new(engine(), store.clone(), su.clone(), gateway, Policy::default());
-    Clocked { rt, su, store, now, pid, _dir: dir }
+    let rt = Runtime::new(engine(), store.clone(), su.clone(), gateway.clone(), Policy::default());
+    Clocked { rt, gateway, su, store, now, pid, _dir: dir }
 }
 
 fn summary(rows: &[Evaluation]) -> Vec<(i64, u64, Option<String>)> {
@@ -110,6 +111,37 @@ async fn time_crons_fire_between_messages_and_up_to_the_scheduler_clock_once_eac
     c.rt.evaluate_to(&c.pid, None).await.unwrap();
     let crons = summary(&all(&c.store, &c.pid, true));
     assert_eq!(crons, vec![cron(10, 0), cron(20, 0), cron(30, 1), cron(40, 1), cron(50, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_with_more_ticks_than_a_chunk_is_evaluated_chunk_by_chunk() {
+    let t0 = 1_800_000_000_000;
+    let c = clocked(
+        t0,
+        vec![
+            tag("Cron-Interval", "1-second"),
+            tag("Cron-Tag-Action", "Fast"),
+            tag("Cron-Interval", "3-seconds"),
+            tag("Cron-Tag-Action", "Slow"),
+        ],
+    );
+    c.now.store(t0 + 60_500, Ordering::SeqCst);
+    let m = c.su.post(&c.pid, DEV_OWNER, vec![tag("Action", "Eval")], "x".into()).unwrap();
+    c.now.store(t0 + 90_000, Ordering::SeqCst);
+    // Chunks of 7 ticks: 80 ticks before the message, 40 after it.
+    let chunked_store = Arc::new(MemoryStore::new());
+    let chunked = Runtime::new(engine(), chunked_store.clone(), c.su.clone(), c.gateway.clone(), Policy::default())
+        .with_cron_chunk(7);
+    chunked.result(&c.pid, &m.id).await.unwrap();
+    chunked.evaluate_to(&c.pid, None).await.unwrap();
+    c.rt.evaluate_to(&c.pid, None).await.unwrap();
+    let (whole, in_chunks) = (all(&c.store, &c.pid, false), all(&chunked_store, &c.pid, false));
+    assert_eq!(whole.len(), 1 + (60 + 20) + 1 + (30 + 10), "spawn, the crons of 1..=60 s, the message, 60..90 s");
+    let trace = |rows: &[Evaluation]| -> Vec<_> {
+        rows.iter().map(|e| (e.position.clone(), e.result.clone(), e.state_hash)).collect()
+    };
+    assert_eq!(trace(&in_chunks), trace(&whole), "chunks give exactly the evaluations of one walk");
+    assert_eq!(in_chunks[1].position.cron.as_deref(), Some("0-1-second"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,4 +395,68 @@ async fn weavedrive_reads_transactions_through_the_gateway_for_processes_that_de
         outputs.push(r["Output"]["data"].as_str().unwrap_or_default().to_string());
     }
     assert_eq!(outputs, [format!("{}:bytes on the weave ", data.len()), "missing".to_string()]);
+}
+
+/// The local scheduler, except that it answers `GET /{pid}?process-id={pid}` the way real SUs
+/// do — with a page, which is not a single message.
+struct RealShaped(Arc<LocalScheduler>);
+
+impl Scheduler for RealShaped {
+    async fn process(&self, pid: &str) -> Result<Process, SuError> {
+        self.0.process(pid).await
+    }
+    async fn page(&self, pid: &str, q: PageQuery) -> Result<Page, SuError> {
+        self.0.page(pid, q).await
+    }
+    async fn message(&self, pid: &str, id: &str) -> Result<Node, SuError> {
+        if id == pid {
+            return Err(SuError::Invalid("SU answered a page where one message was expected".into()));
+        }
+        self.0.message(pid, id).await
+    }
+    async fn latest(&self, pid: &str) -> Result<Option<Node>, SuError> {
+        self.0.latest(pid).await
+    }
+    async fn timestamp(&self, pid: &str) -> Result<(i64, u64), SuError> {
+        self.0.timestamp(pid).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spawn_result_state_bounds_and_dry_run_refusals_follow_the_spec() {
+    let t0 = 1_800_000_000_000;
+    let c = clocked(t0, vec![]);
+    let mut posted = Vec::new();
+    for n in 1..=3 {
+        c.now.store(t0 + n * 1000, Ordering::SeqCst);
+        posted.push(c.su.post(&c.pid, DEV_OWNER, vec![], format!("m{n}")).unwrap());
+    }
+    // `/result/<pid>?process-id=<pid>` is the spawn, placed by the process's metadata (§1.4).
+    let store = Arc::new(MemoryStore::new());
+    let real =
+        Runtime::new(engine(), store.clone(), Arc::new(RealShaped(c.su.clone())), c.gateway.clone(), Policy::default());
+    let spawn = real.result(&c.pid, &c.pid).await.unwrap();
+    assert_eq!(spawn["Output"]["Id"], c.pid);
+    assert_eq!(summary(&all(&store, &c.pid, false)), vec![(t0, 0, None)], "only the spawn was evaluated");
+    // `/state?to=` earlier than the memory is 425, with the latest nonce (§1.9, §4.10).
+    let (_, last) = c.rt.state(&c.pid, Some(posted[0].timestamp)).await.unwrap();
+    assert_eq!(last.unwrap().position.nonce, 1);
+    c.rt.evaluate_to(&c.pid, None).await.unwrap();
+    let err = c.rt.state(&c.pid, Some(posted[0].timestamp)).await.unwrap_err();
+    let want =
+        format!("message at timestamp {} not found cached, and earlier than latest known nonce 3", posted[0].timestamp);
+    assert_eq!((err.status, err.message), (425, want));
+    let (_, last) = c.rt.state(&c.pid, Some(posted[2].timestamp)).await.unwrap();
+    assert_eq!(last.unwrap().position.nonce, 3, "the state at its own message is served");
+    let peek = json!({"Owner": "someone", "Tags": []}).as_object().unwrap().clone();
+    let err = c.rt.dry_run(&c.pid, peek.clone(), Some(&posted[0].id)).await.unwrap_err();
+    assert_eq!(
+        (err.status, err.message.as_str()),
+        (425, "message at nonce 1 not found cached, and earlier than latest known nonce 3")
+    );
+    // A dry-run message without `Owner` is refused as the reference's message schema refuses it.
+    let anonymous = json!({"Tags": [{"name": "Action", "value": "Peek"}]}).as_object().unwrap().clone();
+    let err = c.rt.dry_run(&c.pid, anonymous, None).await.unwrap_err();
+    assert_eq!((err.status, err.message.as_str()), (400, "'Owner': Required. | 'From': Required."));
+    assert!(c.rt.dry_run(&c.pid, peek, None).await.is_ok());
 }

@@ -7,8 +7,10 @@
 
 use crate::su::types::Tag;
 
-/// Most ticks one gap may produce; a process with a 1-second cron idle for 11 days hits it.
-pub const MAX_TICKS_PER_GAP: usize = 1_000_000;
+/// Most ticks evaluated between two commits of a long gap: a gap producing more (a process with
+/// a 1-second cron idle for days) is evaluated chunk after chunk, each at most this many ticks
+/// plus those sharing the last chunk's second, so the process always advances.
+pub const MAX_TICKS_PER_CHUNK: usize = 10_000;
 
 /// How often a cron fires.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,28 +121,56 @@ pub struct Tick {
     pub tags: Vec<Tag>,
 }
 
-/// The ticks between `left_ms` (inclusive) and `right_ms` (exclusive): `origin` is the process's
-/// block (its spawn timestamp, ms, and height), `current` the block in force at `left_ms`,
-/// `blocks` the gateway's later blocks in height order. Errors if the gap would exceed
-/// [`MAX_TICKS_PER_GAP`].
-pub fn ticks(
-    crons: &[Cron],
-    origin: (i64, u64),
-    mut current: Block,
-    blocks: &[Block],
-    left_ms: i64,
-    right_ms: i64,
-) -> Result<Vec<Tick>, usize> {
-    let (origin_ms, origin_height) = origin;
+/// One gap between two points of a process's stream: `origin` is the process's block (its spawn
+/// timestamp, ms, and height), `blocks` the gateway's blocks after the gap's start, in height
+/// order; ticks fire from `left_ms` (inclusive) to `right_ms` (exclusive).
+#[derive(Debug, Clone, Copy)]
+pub struct Gap<'a> {
+    pub origin: (i64, u64),
+    pub blocks: &'a [Block],
+    pub left_ms: i64,
+    pub right_ms: i64,
+}
+
+/// How far a gap has been walked: the next instant to look at, the block in force there, and how
+/// many of the gap's blocks were passed. [`Progress::start`] begins a gap; [`ticks`] advances it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub t_ms: i64,
+    pub current: Block,
+    pub blocks_passed: usize,
+}
+
+impl Progress {
+    /// The start of `gap`, with `current` the block in force at its left edge.
+    pub fn start(gap: &Gap<'_>, current: Block) -> Self {
+        Progress { t_ms: gap.left_ms, current, blocks_passed: 0 }
+    }
+
+    /// Whether the whole gap has been walked.
+    pub fn done(&self, gap: &Gap<'_>) -> bool {
+        self.t_ms >= gap.right_ms
+    }
+}
+
+/// The next ticks of `gap` from `at`, in order: walks whole seconds until at least `max` ticks
+/// were produced (the last second's ticks all included) or the gap ends, and advances `at`.
+/// Walking a gap chunk by chunk gives exactly the ticks of one walk with no bound.
+pub fn ticks(crons: &[Cron], gap: &Gap<'_>, at: &mut Progress, max: usize) -> Vec<Tick> {
+    let (origin_ms, origin_height) = gap.origin;
     let origin_s = origin_ms.div_euclid(1000);
-    let mut next_block =
-        blocks.iter().filter(|b| b.timestamp_s * 1000 > left_ms && b.timestamp_s * 1000 < right_ms).peekable();
+    let mut next_block = gap
+        .blocks
+        .iter()
+        .filter(|b| b.timestamp_s * 1000 > gap.left_ms && b.timestamp_s * 1000 < gap.right_ms)
+        .skip(at.blocks_passed)
+        .peekable();
     let mut out = Vec::new();
-    let mut t = left_ms;
-    while t < right_ms {
-        let sec = t.div_euclid(1000);
+    while at.t_ms < gap.right_ms && out.len() < max.max(1) {
+        let sec = at.t_ms.div_euclid(1000);
         if let Some(b) = next_block.next_if(|b| sec >= b.timestamp_s) {
-            current = *b;
+            at.current = *b;
+            at.blocks_passed += 1;
             for c in crons {
                 if let Interval::Blocks(n) = c.interval
                     && b.height != origin_height
@@ -161,19 +191,16 @@ pub fn ticks(
                 && ((sec - origin_s) as f64 % s) == 0.0
             {
                 out.push(Tick {
-                    timestamp_ms: t,
-                    block_height: current.height,
+                    timestamp_ms: at.t_ms,
+                    block_height: at.current.height,
                     cron: c.id.clone(),
                     tags: c.tags.clone(),
                 });
             }
         }
-        if out.len() > MAX_TICKS_PER_GAP {
-            return Err(out.len());
-        }
-        t += 1000;
+        at.t_ms += 1000;
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -223,8 +250,10 @@ mod tests {
         let crons = parse_crons(&tags(&[("Cron-Interval", "2-blocks"), ("Cron-Interval", "10-seconds")])).unwrap();
         let origin = (1_000_000, 100);
         let blocks = [Block { height: 101, timestamp_s: 1_012 }, Block { height: 102, timestamp_s: 1_025 }];
-        let got =
-            ticks(&crons, origin, Block { height: 100, timestamp_s: 1_000 }, &blocks, 1_000_000, 1_031_000).unwrap();
+        let gap = Gap { origin, blocks: &blocks, left_ms: 1_000_000, right_ms: 1_031_000 };
+        let start = Progress::start(&gap, Block { height: 100, timestamp_s: 1_000 });
+        let mut whole_at = start;
+        let got = ticks(&crons, &gap, &mut whole_at, usize::MAX);
         let summary: Vec<(i64, u64, &str)> =
             got.iter().map(|t| (t.timestamp_ms, t.block_height, t.cron.as_str())).collect();
         assert_eq!(
@@ -236,10 +265,36 @@ mod tests {
                 (1_030_000, 102, "0-10-seconds"),
             ]
         );
-        let every_second = parse_crons(&tags(&[("Cron-Interval", "1-second")])).unwrap();
-        let two_million_s = 1_000_000 + 2_000_000 * 1000;
-        let err =
-            ticks(&every_second, origin, Block { height: 100, timestamp_s: 1_000 }, &[], 1_000_000, two_million_s);
-        assert_eq!(err.unwrap_err(), MAX_TICKS_PER_GAP + 1, "a gap is bounded");
+        // Walked one tick at a time, the gap gives the same ticks.
+        let mut at = start;
+        let mut chunked = Vec::new();
+        while !at.done(&gap) {
+            chunked.extend(ticks(&crons, &gap, &mut at, 1));
+        }
+        assert_eq!(chunked, got);
+        assert_eq!(at.current, blocks[1]);
+    }
+
+    #[test]
+    fn a_long_gap_is_walked_in_bounded_chunks() {
+        let every_second =
+            parse_crons(&tags(&[("Cron-Interval", "1-second"), ("Cron-Interval", "2-seconds")])).unwrap();
+        let origin = (1_000_000, 100);
+        let gap = Gap { origin, blocks: &[], left_ms: 1_000_500, right_ms: 1_000_500 + 100_000 };
+        let mut at = Progress::start(&gap, Block { height: 100, timestamp_s: 1_000 });
+        let mut all = Vec::new();
+        let mut chunks = 0;
+        while !at.done(&gap) {
+            let chunk = ticks(&every_second, &gap, &mut at, 7);
+            assert!(chunk.len() <= 7 + 1, "a chunk stops after the second that reaches the bound");
+            all.extend(chunk);
+            chunks += 1;
+        }
+        assert!(chunks > 10);
+        let mut whole_at = Progress::start(&gap, Block { height: 100, timestamp_s: 1_000 });
+        let whole = ticks(&every_second, &gap, &mut whole_at, usize::MAX);
+        assert_eq!(all, whole);
+        assert_eq!(whole.len(), 99 + 49, "every second but the origin's, every other second");
+        assert_eq!(whole[0].timestamp_ms, 1_001_500, "ticks keep the gap's millisecond offset");
     }
 }

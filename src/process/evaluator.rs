@@ -1,9 +1,19 @@
 //! Evaluation of processes: pull a process's messages from its scheduler in order, evaluate each
 //! exactly once on the engine, persist every result with a blake3 hash of the memory after it.
 //!
-//! One [`Runtime`] per CU; one async lock per process, so evaluations of a process are strictly
-//! serial and a message is never evaluated twice, however many requests ask for it at once.
-//! Wasm runs on tokio's blocking threads (the pinned worker pool of issue 5 replaces them).
+//! One [`Runtime`] per CU; one actor per process. A process's state ([`Loaded`]) sits in a slot
+//! behind an async lock (FIFO: the actor's mailbox); every evaluation runs in its own spawned task
+//! that owns that lock for the whole walk, so evaluations of a process are strictly serial, a
+//! message is never evaluated twice however many requests ask for it at once, and a caller that
+//! goes away (client hang-up, request timeout) only stops waiting — it never interrupts a walk.
+//!
+//! The state is taken out of its slot while the task works and put back only after a consistent
+//! exit: the live instance is checked out for each call and must be checked back in. A task that
+//! panics, is aborted, or loses the instance (a failed evaluation thread, a failed rollback, a
+//! failed commit) leaves the slot empty, and the next request loads the process afresh and
+//! replays it from the store's start as a restart does — a message is never evaluated on a fresh
+//! instance once an earlier one has changed the memory. Wasm runs on tokio's blocking threads
+//! (the pinned worker pool of issue 5 replaces them).
 //!
 //! Rollback without a per-call copy: the CU's rule (a call that throws or returns `Error` leaves
 //! the memory as it was) needs the pre-call memory only when a call fails. The runtime keeps a
@@ -16,15 +26,17 @@
 //! gateway (§2.5); a legacy process whose stream does not start with itself is started with a
 //! synthesized spawn message (§4.4), evaluated but not stored.
 //!
-//! Not yet here (issue 5): resuming from stored checkpoints after a restart.
+//! Scheduler pages overlap on the last handled millisecond and grow when more messages share it
+//! than a page holds; long cron gaps are evaluated in bounded chunks. Not yet here (issue 5):
+//! resuming from stored checkpoints after a restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::cron::{self, Block, Cron, Tick};
-use super::msgs::{cron_message, dry_run_message, hydrate_assignment, spawn_message};
+use super::cron::{self, Block, Cron, Gap, Progress, Tick};
+use super::msgs::{cron_message, dry_run_message, dry_run_refusal, hydrate_assignment, spawn_message};
 use super::options::{Policy, module_options};
 use crate::engine::ModuleFormat;
 use crate::engine::{Engine, Instance, LoadedModule, ProcessOptions};
@@ -40,6 +52,14 @@ use crate::su::types::Process;
 pub const CHECKPOINT_EVERY: usize = 64;
 /// Edges asked per scheduler page (`LOAD_MESSAGES_PAGE_SIZE`).
 pub const PAGE_SIZE: u32 = 1000;
+/// Smallest page asked for, whatever the setting: pages overlap on the last handled timestamp, so
+/// a page of one edge could never reach past it.
+pub const MIN_PAGE_SIZE: u32 = 2;
+/// Largest page asked for when pages stop advancing because more messages than the page size share
+/// one millisecond (the page size doubles up to this, then the scheduler is reported as stuck).
+pub const MAX_PAGE_SIZE: u32 = crate::su::types::MAX_PAGE_EDGES as u32;
+/// Most gateway blocks fetched for the block heights of one gap's crons.
+pub const MAX_BLOCKS_PER_GAP: usize = 1_000_000;
 /// Processes the runtime keeps state for at once.
 pub const MAX_PROCESSES: usize = 10_000;
 
@@ -64,8 +84,16 @@ struct Loaded {
     env: Value,
     /// Process block height (hash chains are checked from 1,440,000 on).
     height: u64,
-    /// `Some` once the process has evaluated a message.
+    /// The live memory; `None` while checked out for a call, or while `blank`.
     instance: Option<Instance>,
+    /// Nothing has changed the memory yet: a fresh instance is the process's state.
+    blank: bool,
+    /// The instance is out for a call and not yet back: if the task stops here, this state is
+    /// not put back in its slot.
+    checked_out: bool,
+    /// A commit failed: evaluations this state counts as done are not in the store, so this state
+    /// is not put back in its slot.
+    store_behind: bool,
     last: Option<Position>,
     link: Option<Link>,
     last_hash: Option<[u8; 32]>,
@@ -91,14 +119,24 @@ struct Loaded {
     spawned: bool,
 }
 
-/// The evaluation core of a CU.
+/// A process's slot: empty until loaded, and again after a walk that did not end consistently.
+type Slot = Arc<tokio::sync::Mutex<Option<Loaded>>>;
+
+/// The evaluation core of a CU (cheap handle over the shared [`Core`]).
 pub struct Runtime<S: Scheduler, G: Gateway> {
+    core: Arc<Core<S, G>>,
+}
+
+/// What the evaluation tasks share.
+struct Core<S: Scheduler, G: Gateway> {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     su: Arc<S>,
     gateway: Arc<G>,
     policy: Policy,
-    processes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+    /// Most cron ticks evaluated per chunk of a long gap ([`cron::MAX_TICKS_PER_CHUNK`]).
+    cron_chunk: usize,
+    processes: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 fn su_error(e: crate::su::scheduler::SuError) -> CuError {
@@ -153,18 +191,8 @@ fn normalise(outcome: &Result<Map<String, Value>, String>, gas: u64, metering: b
     Value::Object(r)
 }
 
-impl<S: Scheduler, G: Gateway> Runtime<S, G> {
-    /// A runtime over `engine`, persisting into `store`, reading from `su` and `gateway`.
-    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, su: Arc<S>, gateway: Arc<G>, policy: Policy) -> Self {
-        Runtime { engine, store, su, gateway, policy, processes: std::sync::Mutex::new(HashMap::new()) }
-    }
-
-    /// The store results are written to.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    fn slot(&self, pid: &str) -> Result<Arc<tokio::sync::Mutex<Option<Loaded>>>, CuError> {
+impl<S: Scheduler, G: Gateway> Core<S, G> {
+    fn slot(&self, pid: &str) -> Result<Slot, CuError> {
         self.policy.check_process(pid).map_err(|e| CuError::new(403, e))?;
         let mut map = self.processes.lock().expect("process map");
         if !map.contains_key(pid) && map.len() >= MAX_PROCESSES {
@@ -211,6 +239,9 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             crons,
             block_height: height,
             spawned: false,
+            blank: true,
+            checked_out: false,
+            store_behind: false,
             handled: None,
             pending: Vec::new(),
             process,
@@ -232,33 +263,54 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         })
     }
 
-    /// Evaluates process `pid` forward through every scheduled message with a timestamp up to
-    /// `to` (all of them if `None`), with the crons that fire on the way; returns the last
-    /// evaluation, if any.
-    pub async fn evaluate_to(&self, pid: &str, to: Option<i64>) -> Result<Option<Evaluation>, CuError> {
-        let slot = self.slot(pid)?;
-        let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.load(pid).await?);
-        }
-        let p = guard.as_mut().expect("loaded above");
-        let walked = self.walk(pid, p, to).await;
+    /// One evaluation task: owns the process's slot (`guard`) for the whole walk. Loads the
+    /// process if its slot is empty, walks it to `to`, commits, and answers `then` on the state
+    /// reached; puts the state back only if it is consistent (see the module doc).
+    async fn session<T, F>(
+        self: Arc<Self>,
+        mut guard: tokio::sync::OwnedMutexGuard<Option<Loaded>>,
+        pid: String,
+        to: Option<i64>,
+        then: F,
+    ) -> Result<T, CuError>
+    where
+        F: FnOnce(&Self, &Loaded, Option<Evaluation>) -> Result<T, CuError>,
+    {
+        let mut p = match guard.take() {
+            Some(p) => p,
+            None => self.load(&pid).await?,
+        };
+        let walked = self.walk(&pid, &mut p, to).await;
         // What was evaluated before an error is stored too (e.g. up to a broken hash chain).
-        self.flush(p)?;
-        walked?;
-        match &p.last {
-            Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string())),
-            None => Ok(None),
+        let flushed = self.flush(&mut p);
+        let keep = !p.checked_out && !p.store_behind;
+        let out = walked.and(flushed).and_then(|()| {
+            let last = match &p.last {
+                Some(pos) => self.store.at(&pid, pos).map_err(|e| CuError::new(500, e.to_string()))?,
+                None => None,
+            };
+            then(&self, &p, last)
+        });
+        if keep {
+            *guard = Some(p);
+        } else {
+            tracing::warn!(
+                process = pid,
+                "process state not consistent after an error; it reloads on the next request"
+            );
         }
+        out
     }
 
-    /// Commits the pending evaluations.
+    /// Commits the pending evaluations; on an error none of them count as stored and the
+    /// process must reload.
     fn flush(&self, p: &mut Loaded) -> Result<(), CuError> {
         if p.pending.is_empty() {
             return Ok(());
         }
         let r = self.store.put_batch(&p.pending).map_err(|e| CuError::new(500, e.to_string()));
         p.pending.clear();
+        p.store_behind |= r.is_err();
         r
     }
 
@@ -271,9 +323,14 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             None if !p.crons.is_empty() => Some(self.su.timestamp(pid).await.map_err(su_error)?.0),
             None => None,
         };
+        // Pages overlap on the last handled millisecond (`from` is exclusive), so messages sharing
+        // it are never skipped; when more of them than a page holds were handled already, the
+        // page grows until it reaches past them.
+        let base = self.policy.page_size.max(MIN_PAGE_SIZE);
+        let mut limit = base;
         loop {
             let from = p.handled.map(|(ts, _)| ts).max(p.last.as_ref().map(|l| l.timestamp)).map(|ts| ts - 1);
-            let q = PageQuery { from, to: horizon, limit: self.policy.page_size };
+            let q = PageQuery { from, to: horizon, limit };
             let page = self.su.page(pid, q).await.map_err(su_error)?;
             let mut progressed = false;
             for edge in &page.edges {
@@ -291,12 +348,19 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             if !page.page_info.has_next_page {
                 break;
             }
-            if !progressed {
-                // A full page with nothing new: the scheduler is not advancing; asking again
-                // with the same bounds would loop forever.
+            if progressed {
+                limit = base;
+            } else if limit < MAX_PAGE_SIZE.max(base) {
+                limit = limit.saturating_mul(2).min(MAX_PAGE_SIZE.max(base));
+            } else {
+                // The largest page brings nothing new: the scheduler is not advancing; asking
+                // again with the same bounds would loop forever.
                 return Err(CuError::new(
                     502,
-                    format!("scheduler page for process {pid} did not advance past nonce {:?}", p.handled.map(|h| h.1)),
+                    format!(
+                        "scheduler page for process {pid} did not advance past nonce {:?} ({limit} edges asked)",
+                        p.handled.map(|h| h.1)
+                    ),
                 ));
             }
         }
@@ -366,10 +430,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let gw = |e: crate::gateway::GatewayError| CuError::new(e.status(), e.to_string());
         let data = text_of(&self.gateway.raw(pid).await.map_err(gw)?);
         let msg = Value::Object(spawn_message(&p.process, p.height, data));
-        let instance = match p.instance.take() {
-            Some(i) => i,
-            None => self.fresh(p, None)?,
-        };
+        let instance = self.checkout(p)?;
         let env = p.env.clone();
         let call = msg.clone();
         let (instance, out) = tokio::task::spawn_blocking(move || {
@@ -383,16 +444,45 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             // The reference keeps the pre-call (empty) memory: start again from a fresh instance.
             tracing::warn!(process = pid, "the synthesized spawn message failed; the process starts from empty memory");
             drop(instance);
+            debug_assert!(p.blank);
+            p.checked_out = false;
         } else {
-            p.instance = Some(instance);
+            self.checkin(p, instance);
             p.since.push(msg);
         }
         p.spawned = true;
         Ok(())
     }
 
+    /// The live instance, out for one call: a fresh one while nothing has changed the memory.
+    /// The caller checks it (or the rolled-back memory) back in; if it never does, the process
+    /// reloads rather than carry on without its memory.
+    fn checkout(&self, p: &mut Loaded) -> Result<Instance, CuError> {
+        debug_assert!(!p.checked_out, "one call at a time");
+        let instance = match p.instance.take() {
+            Some(i) => i,
+            None if p.blank => self.fresh(p, None)?,
+            None => {
+                p.checked_out = true;
+                return Err(CuError::new(
+                    500,
+                    format!("process memory after {:?} is missing; the process reloads", p.last),
+                ));
+            }
+        };
+        p.checked_out = true;
+        Ok(instance)
+    }
+
+    fn checkin(&self, p: &mut Loaded, instance: Instance) {
+        p.instance = Some(instance);
+        p.blank = false;
+        p.checked_out = false;
+    }
+
     /// Evaluates the crons that fire from the last evaluation (or the process's block on a cold
-    /// start) up to `right_ms`, exclusive (§4.5).
+    /// start) up to `right_ms`, exclusive (§4.5), in chunks of at most `cron_chunk` ticks (plus
+    /// those sharing the chunk's last second), so a gap of any length advances the process.
     async fn crons_until(&self, pid: &str, p: &mut Loaded, right_ms: i64) -> Result<(), CuError> {
         if p.crons.is_empty() {
             return Ok(());
@@ -403,38 +493,34 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         }
         let origin = (p.process.timestamp, p.height);
         let current = Block { height: p.block_height, timestamp_s: 0 };
-        let too_many = |n: usize| {
-            CuError::new(
-                503,
-                format!(
-                    "process {pid}: more than {} cron messages between two messages ({n})",
-                    cron::MAX_TICKS_PER_GAP
-                ),
-            )
-        };
         // Time crons alone tell whether the gateway's blocks are needed for this gap at all.
         let has_block_crons = p.crons.iter().any(|c| matches!(c.interval, cron::Interval::Blocks(_)));
-        let probe = cron::ticks(&p.crons, origin, current, &[], left_ms, right_ms).map_err(too_many)?;
-        if probe.is_empty() && !has_block_crons {
-            return Ok(());
+        if !has_block_crons {
+            let probe = Gap { origin, blocks: &[], left_ms, right_ms };
+            if cron::ticks(&p.crons, &probe, &mut Progress::start(&probe, current), 1).is_empty() {
+                return Ok(());
+            }
         }
         let blocks = self.blocks_between(p.block_height, right_ms).await?;
-        let ticks = cron::ticks(&p.crons, origin, current, &blocks, left_ms, right_ms).map_err(too_many)?;
+        let gap = Gap { origin, blocks: &blocks, left_ms, right_ms };
+        let mut at = Progress::start(&gap, current);
         let nonce = p.last.as_ref().map(|l| l.nonce).unwrap_or(0);
         // When the last evaluation is itself a cron, the ticks at its timestamp up to and
         // including it were evaluated already.
         let mut done_at = p.last.as_ref().and_then(|l| l.cron.clone().map(|c| (l.timestamp, c)));
-        for tick in ticks {
-            if let Some((ts, id)) = &done_at {
-                if tick.timestamp_ms == *ts {
-                    if tick.cron == *id {
-                        done_at = None;
+        while !at.done(&gap) {
+            for tick in cron::ticks(&p.crons, &gap, &mut at, self.cron_chunk) {
+                if let Some((ts, id)) = &done_at {
+                    if tick.timestamp_ms == *ts {
+                        if tick.cron == *id {
+                            done_at = None;
+                        }
+                        continue;
                     }
-                    continue;
+                    done_at = None;
                 }
-                done_at = None;
+                self.cron_tick(pid, p, &tick, nonce).await?;
             }
-            self.cron_tick(pid, p, &tick, nonce).await?;
         }
         Ok(())
     }
@@ -447,13 +533,14 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         Ok(())
     }
 
-    /// The gateway's blocks from `min_height` up to the first past `right_ms`.
+    /// The gateway's blocks from `min_height` up to the first past `right_ms`, at most
+    /// [`MAX_BLOCKS_PER_GAP`].
     async fn blocks_between(&self, min_height: u64, right_ms: i64) -> Result<Vec<Block>, CuError> {
         let gw = |e: crate::gateway::GatewayError| CuError::new(e.status(), e.to_string());
         let right_s = right_ms.div_euclid(1000);
         let mut out: Vec<Block> = Vec::new();
         let mut next = min_height;
-        while out.len() <= cron::MAX_TICKS_PER_GAP {
+        while out.len() <= MAX_BLOCKS_PER_GAP {
             let got = self.gateway.blocks(next, right_s).await.map_err(gw)?;
             let (Some(first), Some(last)) = (got.first(), got.last()) else { break };
             if first.height < next || got.windows(2).any(|w| w[1].height <= w[0].height) {
@@ -478,10 +565,8 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         position: Position,
         block_height: u64,
     ) -> Result<(), CuError> {
-        let instance = match p.instance.take() {
-            Some(i) => i,
-            None => self.fresh(p, None)?,
-        };
+        debug_assert!(p.last.as_ref().is_none_or(|l| *l < position), "positions strictly increase");
+        let instance = self.checkout(p)?;
         let env = p.env.clone();
         let msg_for_call = msg.clone();
         let (instance, out, hash) = tokio::task::spawn_blocking(move || {
@@ -496,14 +581,21 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let state_hash = if out.failed() {
             drop(instance);
             let (restored, h) = self.rollback(p).await?;
-            p.instance = Some(restored);
+            if p.blank {
+                // Nothing before this call changed the memory: the rolled-back state is a fresh
+                // instance, and stays `blank`.
+                p.instance = Some(restored);
+                p.checked_out = false;
+            } else {
+                self.checkin(p, restored);
+            }
             h
         } else {
-            p.instance = Some(instance);
+            self.checkin(p, instance);
             p.since.push(msg);
             p.last_hash = Some(hash);
             if p.since.len() >= CHECKPOINT_EVERY {
-                let image = p.instance.as_ref().expect("just set").memory_image();
+                let image = p.instance.as_ref().expect("just checked in").memory_image();
                 p.checkpoint = Some((image, position.clone()));
                 p.since.clear();
             }
@@ -519,10 +611,10 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             gas: out.accounting.gas,
         };
         p.pending.push(e);
+        p.last = Some(position);
         if p.pending.len() >= crate::store::MAX_PAGE {
             self.flush(p)?;
         }
-        p.last = Some(position);
         Ok(())
     }
 
@@ -558,80 +650,144 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         }
         Ok((instance, got))
     }
+}
+
+impl<S: Scheduler, G: Gateway> Runtime<S, G> {
+    /// A runtime over `engine`, persisting into `store`, reading from `su` and `gateway`.
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, su: Arc<S>, gateway: Arc<G>, policy: Policy) -> Self {
+        let core = Core {
+            engine,
+            store,
+            su,
+            gateway,
+            policy,
+            cron_chunk: cron::MAX_TICKS_PER_CHUNK,
+            processes: std::sync::Mutex::new(HashMap::new()),
+        };
+        Runtime { core: Arc::new(core) }
+    }
+
+    /// The same runtime evaluating long cron gaps in chunks of at most `ticks` ticks (default
+    /// [`cron::MAX_TICKS_PER_CHUNK`]; at least 1). For tests of the chunking.
+    pub fn with_cron_chunk(self, ticks: usize) -> Self {
+        let mut core = Arc::into_inner(self.core).expect("with_cron_chunk before the runtime is shared");
+        core.cron_chunk = ticks.max(1);
+        Runtime { core: Arc::new(core) }
+    }
+
+    /// The store results are written to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.core.store
+    }
 
     /// 403 when process `pid` may not be served here (`ALLOW_PROCESSES`, `RESTRICT_PROCESSES`).
     pub fn check_access(&self, pid: &str) -> Result<(), CuError> {
-        self.policy.check_process(pid).map_err(|e| CuError::new(403, e))
+        self.core.policy.check_process(pid).map_err(|e| CuError::new(403, e))
+    }
+
+    /// Runs one evaluation of process `pid` up to `to` in its own task (see the module doc) and
+    /// answers `then` on the state reached. Waiting for the process's lock and for the task may be
+    /// abandoned at any point; the walk itself is never interrupted by it.
+    async fn run<T, F>(&self, pid: &str, to: Option<i64>, then: F) -> Result<T, CuError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Core<S, G>, &Loaded, Option<Evaluation>) -> Result<T, CuError> + Send + 'static,
+    {
+        let slot = self.core.slot(pid)?;
+        let guard = slot.lock_owned().await;
+        let task = tokio::spawn(self.core.clone().session(guard, pid.to_string(), to, then));
+        task.await.map_err(|e| {
+            tracing::error!(process = pid, "evaluation task failed: {e}");
+            CuError::new(500, format!("evaluation of process {pid} failed; it reloads on the next request"))
+        })?
+    }
+
+    /// Evaluates process `pid` forward through every scheduled message with a timestamp up to
+    /// `to` (all of them if `None`), with the crons that fire on the way; returns the last
+    /// evaluation, if any.
+    pub async fn evaluate_to(&self, pid: &str, to: Option<i64>) -> Result<Option<Evaluation>, CuError> {
+        self.run(pid, to, |_, _, last| Ok(last)).await
     }
 
     /// `/result`: the stored evaluation of `message_id`, evaluating the process up to it first.
+    /// `message_id == pid` is the process's own spawn message (§1.4), placed by the process's
+    /// metadata (its timestamp, nonce 0).
     pub async fn result(&self, pid: &str, message_id: &str) -> Result<Value, CuError> {
         self.check_access(pid)?;
-        let stored = |rt: &Self| rt.store.by_message(pid, message_id).map_err(|e| CuError::new(500, e.to_string()));
-        if let Some(e) = stored(self)? {
+        let store = &self.core.store;
+        let stored = || store.by_message(pid, message_id).map_err(|e| CuError::new(500, e.to_string()));
+        if let Some(e) = stored()? {
             return Ok(e.result);
         }
-        let node = self.su.message(pid, message_id).await.map_err(|e| CuError::new(e.status(), e.to_string()))?;
-        let s = map_node(&node).map_err(|e| CuError::new(502, e.to_string()))?;
-        self.evaluate_to(pid, Some(s.timestamp)).await?;
-        match stored(self)? {
+        let (timestamp, nonce) = if message_id == pid {
+            (self.core.su.process(pid).await.map_err(su_error)?.timestamp, 0)
+        } else {
+            let node = self.core.su.message(pid, message_id).await.map_err(su_error)?;
+            let s = map_node(&node).map_err(|e| CuError::new(502, e.to_string()))?;
+            (s.timestamp, s.nonce)
+        };
+        let last = self.evaluate_to(pid, Some(timestamp)).await?;
+        match stored()? {
             Some(e) => Ok(e.result),
-            None => Err(CuError::new(
-                425,
-                format!("message at nonce {} not found cached, and earlier than latest known nonce", s.nonce),
-            )),
+            None => Err(too_early(&format!("nonce {nonce}"), last.as_ref())),
         }
     }
 
     /// `/state`: the memory after evaluating up to `to` (all scheduled messages if `None`), and the
-    /// position it is at.
+    /// position it is at. 425 when the process's memory is already past `to` (no rewind).
     pub async fn state(&self, pid: &str, to: Option<i64>) -> Result<(Vec<u8>, Option<Evaluation>), CuError> {
-        let last = self.evaluate_to(pid, to).await?;
-        let slot = self.slot(pid)?;
-        let guard = slot.lock().await;
-        let memory = guard.as_ref().and_then(|p| p.instance.as_ref()).map(Instance::memory_image);
-        memory.map(|m| (m, last)).ok_or_else(|| CuError::new(404, format!("process {pid} has no state yet")))
+        let pid_owned = pid.to_string();
+        self.run(pid, to, move |_, p, last| {
+            if let (Some(t), Some(at)) = (to, &p.last)
+                && at.timestamp > t
+            {
+                return Err(too_early(&format!("timestamp {t}"), last.as_ref()));
+            }
+            let memory = p.instance.as_ref().map(Instance::memory_image);
+            memory.map(|m| (m, last)).ok_or_else(|| CuError::new(404, format!("process {pid_owned} has no state yet")))
+        })
+        .await
     }
 
     /// `/dry-run`: evaluates `msg` on a copy of the state after message `to` (the latest state if
     /// `None`); nothing is stored. The CU never rewinds: 425 if the process is already past `to`.
+    /// A message without `Owner` or `Tags` is refused (400) before any work, as the reference's
+    /// message schema refuses it.
     pub async fn dry_run(&self, pid: &str, msg: Map<String, Value>, to: Option<&str>) -> Result<Value, CuError> {
+        self.check_access(pid)?;
+        if let Some(refusal) = dry_run_refusal(&msg) {
+            return Err(CuError::new(400, refusal));
+        }
         let target = match to {
             Some(message_id) => {
-                let node = self.su.message(pid, message_id).await.map_err(su_error)?;
+                let node = self.core.su.message(pid, message_id).await.map_err(su_error)?;
                 let s = map_node(&node).map_err(|e| CuError::new(502, e.to_string()))?;
-                self.evaluate_to(pid, Some(s.timestamp)).await?;
                 Some((s.timestamp, s.nonce))
             }
-            None => {
-                self.evaluate_to(pid, None).await?;
-                None
-            }
-        };
-        let slot = self.slot(pid)?;
-        let guard = slot.lock().await;
-        let p = guard.as_ref().ok_or_else(|| CuError::new(404, format!("process {pid} has no state")))?;
-        if let (Some((ts, nonce)), Some(last)) = (target, &p.last)
-            && (last.timestamp, last.nonce) > (ts, nonce)
-        {
-            return Err(CuError::new(
-                425,
-                format!("message at nonce {nonce} is earlier than the latest evaluated nonce {}", last.nonce),
-            ));
-        }
-        let last = match &p.last {
-            Some(pos) => self.store.at(pid, pos).map_err(|e| CuError::new(500, e.to_string()))?,
             None => None,
         };
-        // The fork is restored straight from the live memory (one copy, zero pages skipped).
-        let mut fork = self.fresh(p, p.instance.as_ref().map(Instance::memory))?;
-        let env = p.env.clone();
-        let metering = p.metering;
-        drop(guard);
+        let (mut fork, env, metering, last) = self
+            .run(pid, target.map(|t| t.0), move |core, p, last| {
+                if let (Some((ts, nonce)), Some(at)) = (target, &p.last)
+                    && (at.timestamp, at.nonce) > (ts, nonce)
+                {
+                    return Err(too_early(&format!("nonce {nonce}"), last.as_ref()));
+                }
+                // The fork is restored straight from the live memory (one copy, zero pages skipped).
+                let fork = core.fresh(p, p.instance.as_ref().map(Instance::memory))?;
+                Ok((fork, p.env.clone(), p.metering, last))
+            })
+            .await?;
         let msg = Value::Object(dry_run_message(msg, pid, last.map(|l| (l.position.timestamp, l.block_height))));
         let out = tokio::task::spawn_blocking(move || fork.handle(&msg, &env))
             .await
             .map_err(|e| CuError::new(500, format!("dry-run task: {e}")))?;
         Ok(normalise(&out.result, out.accounting.gas, metering))
     }
+}
+
+/// The 425 of a request for a point the process's memory is already past (§4.10; no rewind).
+fn too_early(what: &str, latest: Option<&Evaluation>) -> CuError {
+    let latest = latest.map(|e| e.position.nonce).unwrap_or(0);
+    CuError::new(425, format!("message at {what} not found cached, and earlier than latest known nonce {latest}"))
 }

@@ -163,6 +163,30 @@ pub fn dry_run_message(mut msg: Map<String, Value>, pid: &str, last: Option<(i64
     ordered(msg)
 }
 
+/// Why the reference's message schema refuses dry-run message `msg` (§1.8), if it does: `Owner`
+/// and `Tags` are required, and `From`, derived from a `From-Process` tag or the owner, with them;
+/// the failures in schema order, joined by ` | `.
+pub fn dry_run_refusal(msg: &Map<String, Value>) -> Option<String> {
+    let present = |k: &str| msg.get(k).is_some_and(|v| !v.is_null());
+    let from_process = msg
+        .get("Tags")
+        .and_then(Value::as_array)
+        .and_then(|tags| tags.iter().find(|t| t["name"] == "From-Process"))
+        .and_then(|t| t["value"].as_str())
+        .is_some_and(|v| !v.is_empty());
+    let mut missing = Vec::new();
+    if !present("Owner") {
+        missing.push("'Owner': Required.");
+        if !from_process {
+            missing.push("'From': Required.");
+        }
+    }
+    if !present("Tags") {
+        missing.push("'Tags': Required.");
+    }
+    (!missing.is_empty()).then(|| missing.join(" | "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +273,22 @@ mod tests {
                 r#""Cron":false,"Read-Only":true}"#
             )
         );
+    }
+
+    #[test]
+    fn dry_runs_without_owner_or_tags_are_refused_as_the_reference_refuses_them() {
+        let m = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(dry_run_refusal(&m(serde_json::json!({"Owner": "O", "Tags": []}))), None);
+        assert_eq!(
+            dry_run_refusal(&m(serde_json::json!({"Tags": [], "Data": "x"}))).unwrap(),
+            "'Owner': Required. | 'From': Required."
+        );
+        assert_eq!(
+            dry_run_refusal(&m(serde_json::json!({"Owner": null}))).unwrap(),
+            "'Owner': Required. | 'From': Required. | 'Tags': Required."
+        );
+        let from_process = serde_json::json!({"Tags": [{"name": "From-Process", "value": "P"}]});
+        assert_eq!(dry_run_refusal(&m(from_process)).unwrap(), "'Owner': Required.");
+        assert_eq!(dry_run_refusal(&m(serde_json::json!({"Owner": "O"}))).unwrap(), "'Tags': Required.");
     }
 }

@@ -26,3 +26,54 @@ pub fn shared_dir() -> Option<PathBuf> {
 pub fn echo_wat(imports: &str, items: &str, extra: &str) -> String {
     metalcu::dev::echo_module_wat(imports, items, extra)
 }
+
+/// A stateful module (format-4 calling convention): every call adds one to a counter in its
+/// memory and answers `{"Output": "<counter>"}`, so a message evaluated twice, skipped, or
+/// evaluated on the wrong memory shows in every later result and state hash. The call that
+/// brings the counter to `slow_at` first spins `spin` iterations (a long evaluation).
+pub fn counter_wat(slow_at: u32, spin: u64) -> String {
+    let prefix = r#"{"ok":true,"response":{"Output":""#;
+    let escaped = prefix.replace('"', "\\\"");
+    format!(
+        r#"(module
+  (memory (export "memory") 2 16384)
+  (global $sp (mut i32) (i32.const 65536))
+  (func (export "emscripten_stack_get_current") (result i32) global.get $sp)
+  (func (export "_emscripten_stack_restore") (param i32) local.get 0 global.set $sp)
+  (func (export "_emscripten_stack_alloc") (param i32) (result i32)
+    global.get $sp local.get 0 i32.sub i32.const -16 i32.and global.set $sp global.get $sp)
+  (data (i32.const 70000) "{escaped}")
+  (func $copy (param $dst i32) (param $src i32) (param $n i32) (local $i i32)
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (i32.store8 (i32.add (local.get $dst) (local.get $i)) (i32.load8_u (i32.add (local.get $src) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l))))
+  (func (export "handle") (param $msg i32) (param $env i32) (result i32)
+    (local $n i32) (local $p i32) (local $i i64) (local $len i32) (local $d i32)
+    (local.set $n (i32.add (i32.load (i32.const 1024)) (i32.const 1)))
+    (i32.store (i32.const 1024) (local.get $n))
+    (if (i32.eq (local.get $n) (i32.const {slow_at}))
+      (then (loop $spin
+        (local.set $i (i64.add (local.get $i) (i64.const 1)))
+        (br_if $spin (i64.lt_u (local.get $i) (i64.const {spin}))))))
+    (local.set $p (i32.const 90020))
+    (loop $digit
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (i32.store8 (local.get $p) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+      (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
+      (br_if $digit (i32.ne (local.get $n) (i32.const 0))))
+    (call $copy (i32.const 80000) (i32.const 70000) (i32.const {plen}))
+    (local.set $len (i32.sub (i32.const 90020) (local.get $p)))
+    (call $copy (i32.const {body}) (local.get $p) (local.get $len))
+    (local.set $d (i32.add (i32.const {body}) (local.get $len)))
+    (i32.store8 (local.get $d) (i32.const 34))
+    (i32.store8 offset=1 (local.get $d) (i32.const 125))
+    (i32.store8 offset=2 (local.get $d) (i32.const 125))
+    (i32.store8 offset=3 (local.get $d) (i32.const 0))
+    i32.const 80000))
+"#,
+        plen = prefix.len(),
+        body = 80000 + prefix.len(),
+    )
+}
