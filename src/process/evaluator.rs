@@ -30,7 +30,8 @@ use crate::engine::ModuleFormat;
 use crate::engine::{Engine, Instance, LoadedModule, ProcessOptions};
 use crate::gateway::Gateway;
 use crate::gateway::drive::GatewayDrive;
-use crate::store::{Evaluation, Position, Store};
+use crate::metrics::Metrics;
+use crate::store::{Evaluation, Position, Store, Usage};
 use crate::su::hashchain::{self, Link};
 use crate::su::message::{Scheduled, map_node, owner_address, tag};
 use crate::su::scheduler::{PageQuery, Scheduler};
@@ -99,6 +100,8 @@ pub struct Runtime<S: Scheduler, G: Gateway> {
     gateway: Arc<G>,
     policy: Policy,
     processes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+    /// Evaluations, gas, resident processes (see `crate::metrics`).
+    metrics: Arc<Metrics>,
 }
 
 fn su_error(e: crate::su::scheduler::SuError) -> CuError {
@@ -156,7 +159,8 @@ fn normalise(outcome: &Result<Map<String, Value>, String>, gas: u64, metering: b
 impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     /// A runtime over `engine`, persisting into `store`, reading from `su` and `gateway`.
     pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, su: Arc<S>, gateway: Arc<G>, policy: Policy) -> Self {
-        Runtime { engine, store, su, gateway, policy, processes: std::sync::Mutex::new(HashMap::new()) }
+        let metrics = Arc::new(Metrics::new());
+        Runtime { engine, store, su, gateway, policy, processes: std::sync::Mutex::new(HashMap::new()), metrics }
     }
 
     /// The store results are written to.
@@ -240,6 +244,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let mut guard = slot.lock().await;
         if guard.is_none() {
             *guard = Some(self.load(pid).await?);
+            self.metrics.process_loaded();
         }
         let p = guard.as_mut().expect("loaded above");
         let walked = self.walk(pid, p, to).await;
@@ -326,7 +331,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
                 None => self.store.by_message(pid, &id).map_err(|e| CuError::new(500, e.to_string()))?,
             };
             if earlier.is_some_and(|e| e.position.nonce < s.nonce) {
-                tracing::debug!(process = pid, message = id, nonce = s.nonce, "assignment seen before; skipped");
+                tracing::debug!(process_id = pid, message_id = id, nonce = s.nonce, "assignment seen before; skipped");
                 p.link = Some(link);
                 p.handled = Some((s.timestamp, s.nonce));
                 return Ok(());
@@ -381,7 +386,10 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
         if out.failed() {
             // The reference keeps the pre-call (empty) memory: start again from a fresh instance.
-            tracing::warn!(process = pid, "the synthesized spawn message failed; the process starts from empty memory");
+            tracing::warn!(
+                process_id = pid,
+                "the synthesized spawn message failed; the process starts from empty memory"
+            );
             drop(instance);
         } else {
             p.instance = Some(instance);
@@ -493,6 +501,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         .await
         .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
         let result = normalise(&out.result, out.accounting.gas, p.metering);
+        self.metrics.evaluated(pid, message_id.as_deref(), &position, &out.accounting, out.failed());
         let state_hash = if out.failed() {
             drop(instance);
             let (restored, h) = self.rollback(p).await?;
@@ -517,6 +526,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             result,
             state_hash,
             gas: out.accounting.gas,
+            usage: Usage::of(&out.accounting),
         };
         p.pending.push(e);
         if p.pending.len() >= crate::store::MAX_PAGE {
@@ -632,6 +642,22 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let out = tokio::task::spawn_blocking(move || fork.handle(&msg, &env))
             .await
             .map_err(|e| CuError::new(500, format!("dry-run task: {e}")))?;
+        self.metrics.dry_run(pid, &out.accounting, out.failed());
         Ok(normalise(&out.result, out.accounting.gas, metering))
+    }
+}
+
+// Operations (issue 6): the metrics the runtime records into.
+impl<S: Scheduler, G: Gateway> Runtime<S, G> {
+    /// This runtime, recording into `metrics` (shared with the HTTP server and the SU client)
+    /// instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this runtime records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }
