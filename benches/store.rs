@@ -64,6 +64,7 @@ fn evaluation(p: u64, i: u64) -> Evaluation {
         result,
         state_hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
         gas: 1_000_000 + i,
+        usage: Default::default(),
     }
 }
 
@@ -138,6 +139,7 @@ impl Sqlite {
             message_id: r.get(4)?,
             block_height: r.get::<_, i64>(5)? as u64,
             gas: r.get::<_, i64>(6)? as u64,
+            usage: Default::default(),
             state_hash: hash.try_into().unwrap(),
             result: serde_json::from_str(&result).unwrap(),
         })

@@ -102,7 +102,9 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<Dev> {
     };
     let engine_cfg = EngineConfig { cache_dir: Some(cfg.data_dir.join("cache")), ..EngineConfig::default() };
     let engine = Arc::new(Engine::new(engine_cfg)?);
-    let runtime = Runtime::new(engine, store, su.clone(), gateway, Policy::default());
+    // The local scheduler is called in-process: no SU fetch is recorded.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let runtime = Runtime::new(engine, store, su.clone(), gateway, Policy::default()).with_metrics(metrics);
     let service = Arc::new(Service { runtime, address: "metalcu-dev".into() });
     let cu_listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
     let su_listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.su_port)).await?;

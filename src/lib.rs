@@ -9,6 +9,8 @@
 //! - [`eval`]: replays message logs with the Compute Unit's rollback rule (`metalcu eval`);
 //! - [`gateway`]: the Arweave gateway the CU reads modules and data from;
 //! - [`http`]: the CU's HTTP API (routes, validation, cursors) over a `CuService` domain seam;
+//! - [`logging`]: tracing subscriber setup, human or JSON lines (`--log-format`);
+//! - [`metrics`]: the CU's Prometheus metrics (`GET /metrics`);
 //! - [`net`]: the client side of HTTP (transports: epoll, io_uring; retries and redirects);
 //! - [`notify`]: systemd readiness, status and watchdog notifications of `metalcu serve`;
 //! - [`pool`]: the pinned evaluation worker pool (crossbeam queues, stable placement, stealing);
@@ -26,6 +28,8 @@ pub mod engine;
 pub mod eval;
 pub mod gateway;
 pub mod http;
+pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod pool;

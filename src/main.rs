@@ -14,6 +14,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "metalcu", version, about = "An ao Compute Unit for bare metal")]
 struct Cli {
+    /// Log lines for people (human) or one JSON object per line (json); levels from RUST_LOG
+    /// [env: LOG_FORMAT] [default: human]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<metalcu::logging::LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -147,14 +151,14 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,metalcu=info")),
-        )
-        .init();
     let cli = Cli::parse();
+    match metalcu::logging::resolve(cli.log_format, |k| std::env::var(k).ok()) {
+        Ok(format) => metalcu::logging::init(format),
+        Err(e) => {
+            eprintln!("metalcu: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let r = match cli.cmd {
         Cmd::Eval(a) => eval(a),
         Cmd::Dev(a) => dev(a),

@@ -60,7 +60,8 @@ pub async fn run(
         client,
         ..RouterConfig::default()
     };
-    let su = Arc::new(RoutedScheduler::new(gateway.clone(), transport.clone(), router_cfg)?);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let su = Arc::new(RoutedScheduler::with_metrics(gateway.clone(), transport.clone(), router_cfg, metrics.clone())?);
     if let Some(dir) = cfg.db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("DB_URL {}: {e}", dir.display()))?;
     }
@@ -74,7 +75,7 @@ pub async fn run(
     };
     notify::status("starting: engine");
     let engine = Arc::new(Engine::new(engine_cfg)?);
-    let runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone());
+    let runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone()).with_metrics(metrics);
     let service = Arc::new(Service { runtime, address: cfg.address.clone() });
     let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
         .await

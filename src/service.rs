@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::gateway::Gateway;
 use crate::http::{ApiError, Connection, CuService, Cursor, CursorBound, ResultsQuery, Sort, StateBody};
 use crate::process::evaluator::{CuError, Runtime};
-use crate::store::{Evaluation, Position, Query};
+use crate::store::{Evaluation, Position, Query, UsageSums, UsageTotals};
 use crate::su::scheduler::Scheduler;
 
 /// The CU service.
@@ -108,6 +108,22 @@ impl<S: Scheduler, G: Gateway> CuService for Service<S, G> {
 
     async fn dry_run(&self, pid: &str, to: Option<String>, message: Map<String, Value>) -> Result<Value, ApiError> {
         self.runtime.dry_run(pid, message, to.as_deref()).await.map_err(api)
+    }
+
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        Some(self.runtime.metrics())
+    }
+
+    fn usage(&self, pid: &str) -> Result<UsageSums, ApiError> {
+        match self.runtime.store().usage(pid) {
+            Ok(Some(u)) => Ok(u),
+            Ok(None) => Err(ApiError::not_found(format!("no usage is recorded for process {pid}"))),
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        }
+    }
+
+    fn usage_totals(&self) -> Result<UsageTotals, ApiError> {
+        self.runtime.store().usage_totals().map_err(|e| ApiError::internal(e.to_string()))
     }
 
     async fn state(&self, pid: &str, to: Option<i64>) -> Result<StateBody, ApiError> {

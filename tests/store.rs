@@ -19,6 +19,7 @@ fn eval(process_id: &str, message_id: Option<&str>, position: Position, result: 
         message_id: message_id.map(str::to_owned),
         block_height: 1_000 + position.nonce,
         gas: position.timestamp.unsigned_abs() * 7 + position.nonce,
+        usage: Default::default(),
         state_hash: *blake3::hash(seed.as_bytes()).as_bytes(),
         position,
         result,

@@ -4,7 +4,11 @@
 //! - [`server`]: hyper 1 HTTP/1.1 server: connections, limits, timeouts, graceful shutdown;
 //! - [`routes`]: the route table and one handler per route (parse → domain → render);
 //! - [`query`], [`cursor`], [`dryrun`]: input parsing (query strings and ids, §1.6 cursors, the
-//!   dry-run body schema); [`render`]: JSON, the error envelope, CORS.
+//!   dry-run body schema); [`render`]: JSON, the error envelope, CORS, usage bodies.
+//!
+//! Beyond the reference's routes: `GET /metrics` (OpenMetrics text, see [`crate::metrics`]),
+//! `GET /usage/:pid` and `GET /usage` (usage accounting for billing, see
+//! [`crate::store::usage`]); the server counts every response by route and status.
 //!
 //! Invariants: no business rule lives here; HTTP clients are untrusted — every input is bounded
 //! (URI, headers, body, query pairs, cursors) and a malformed one is a 400 naming the field, never
@@ -21,6 +25,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+use crate::store::{UsageSums, UsageTotals};
 
 pub use cursor::{Cursor, CursorBound, Sort};
 pub use server::{ServerConfig, serve, serve_with};
@@ -79,6 +85,19 @@ pub trait CuService: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Value, ApiError>> + Send;
     /// `GET /state/:pid?to=` (§1.9): the memory after the last message at or before timestamp `to`.
     fn state(&self, pid: &str, to: Option<i64>) -> impl Future<Output = Result<StateBody, ApiError>> + Send;
+    /// The CU's metrics: served at `GET /metrics`, and where the server counts its responses.
+    /// `None` (the default): `/metrics` is 404 and nothing is counted.
+    fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        None
+    }
+    /// `GET /usage/:pid`: the process's usage sums; 404 when it has no stored evaluation.
+    fn usage(&self, pid: &str) -> Result<UsageSums, ApiError> {
+        Err(ApiError::not_found(format!("no usage is recorded for process {pid}")))
+    }
+    /// `GET /usage`: the usage of every process together.
+    fn usage_totals(&self) -> Result<UsageTotals, ApiError> {
+        Err(ApiError::not_found("usage accounting is not kept by this server"))
+    }
 }
 
 /// An error response: `status` with the body `{"error": message}` (§1.2). A status outside

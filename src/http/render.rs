@@ -11,6 +11,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, Connection, StateBody, cursor};
+use crate::store::{UsageSums, UsageTotals};
 
 /// The body type of every response: the whole body in memory (`/state` shares its `Bytes`).
 pub type Body = Full<Bytes>;
@@ -38,6 +39,39 @@ pub fn error(e: &ApiError) -> Response<Body> {
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json(status, &json!({ "error": e.message }))
+}
+
+/// The usage fields of `/usage` bodies (units in the names; see README "Usage accounting").
+fn usage_fields(m: &mut Map<String, Value>, u: &UsageSums) {
+    m.insert("messages".into(), u.messages.into());
+    m.insert("gas_used".into(), u.gas.into());
+    m.insert("cpu_time_us".into(), u.cpu_us.into());
+    m.insert("wall_time_us".into(), u.wall_us.into());
+    m.insert("memory_byte_seconds".into(), u.memory_byte_seconds().into());
+}
+
+/// `GET /usage/:pid`: `{"process_id", "messages", "gas_used", "cpu_time_us", "wall_time_us",
+/// "memory_byte_seconds"}`.
+pub fn usage(pid: &str, u: &UsageSums) -> Value {
+    let mut m = Map::new();
+    m.insert("process_id".into(), pid.into());
+    usage_fields(&mut m, u);
+    Value::Object(m)
+}
+
+/// `GET /usage`: `{"processes", "messages", "gas_used", …}` over every process.
+pub fn usage_totals(t: &UsageTotals) -> Value {
+    let mut m = Map::new();
+    m.insert("processes".into(), t.processes.into());
+    usage_fields(&mut m, &t.sums);
+    Value::Object(m)
+}
+
+/// The OpenMetrics text of `/metrics`.
+pub fn metrics(text: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    r
 }
 
 /// A connection as `{"pageInfo":{"hasNextPage"},"edges":[{"cursor","node"}]}` (§1.5).

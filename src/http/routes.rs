@@ -30,6 +30,10 @@ pub enum Route {
     Cron(String),
     DryRun,
     State(String),
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /usage` (`None`) or `GET /usage/:pid`.
+    Usage(Option<String>),
 }
 
 impl Route {
@@ -51,8 +55,27 @@ impl Route {
             ("results", Some(p)) => Route::Results(id(p)),
             ("cron", Some(p)) => Route::Cron(id(p)),
             ("state", Some(p)) => Route::State(id(p)),
+            ("metrics", None) => Route::Metrics,
+            ("usage", None) => Route::Usage(None),
+            ("usage", Some(p)) => Route::Usage(Some(id(p))),
             _ => return None,
         })
+    }
+
+    /// The route's name in metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Health => "info",
+            Route::Healthz => "healthz",
+            Route::Result(_) => "result",
+            Route::Results(_) => "results",
+            Route::Cron(_) => "cron",
+            Route::DryRun => "dry_run",
+            Route::State(_) => "state",
+            Route::Metrics => "metrics",
+            Route::Usage(None) => "usage_totals",
+            Route::Usage(Some(_)) => "usage",
+        }
     }
 
     /// The methods the route serves, as an `Allow` header.
@@ -110,6 +133,12 @@ where
         Route::Cron(pid) => results(svc, query, &pid, true).await,
         Route::State(pid) => state(svc, query, &pid).await,
         Route::DryRun => return dry_run(svc, query, &parts.headers, body, cfg).await,
+        Route::Metrics => match svc.metrics() {
+            Some(m) => Ok(render::metrics(m.encode())),
+            None => Err(ApiError::not_found("Not Found")),
+        },
+        Route::Usage(None) => svc.usage_totals().map(|t| render::json(StatusCode::OK, &render::usage_totals(&t))),
+        Route::Usage(Some(pid)) => usage(svc, &pid),
     };
     out.unwrap_or_else(|e| render::error(&e))
 }
@@ -148,6 +177,12 @@ fn listing(params: &Params, cron: bool) -> Result<ResultsQuery, ApiError> {
         (sort, query::limit(params.get("limit")?, RESULTS_DEFAULT_LIMIT, RESULTS_MAX_LIMIT)?)
     };
     Ok(ResultsQuery { from: from.map(|d| d.bound), to: to.map(|d| d.bound), sort, limit })
+}
+
+fn usage<S: CuService>(svc: &S, pid: &str) -> Result<Response<Body>, ApiError> {
+    let pid = query::ao_id("processId", pid)?;
+    let u = svc.usage(&pid)?;
+    Ok(render::json(StatusCode::OK, &render::usage(&pid, &u)))
 }
 
 async fn state<S: CuService>(svc: &S, query: Option<&str>, pid: &str) -> Result<Response<Body>, ApiError> {
@@ -267,7 +302,10 @@ mod tests {
         assert_eq!(Route::parse("/results/a%2Db"), Some(Route::Results("a-b".into())));
         assert_eq!(Route::parse("/results/"), Some(Route::Results(String::new())));
         assert_eq!(Route::parse("/results/%ff"), Some(Route::Results("%ff".into())));
-        for none in ["", "x", "/nope", "/results", "/results/a/b", "/healthz/", "/dry-run/x", "//", "/metrics"] {
+        assert_eq!(Route::parse("/metrics"), Some(Route::Metrics));
+        assert_eq!(Route::parse("/usage"), Some(Route::Usage(None)));
+        assert_eq!(Route::parse(&format!("/usage/{id}")), Some(Route::Usage(Some(id.into()))));
+        for none in ["", "x", "/nope", "/results", "/results/a/b", "/healthz/", "/dry-run/x", "//", "/metrics/x"] {
             assert_eq!(Route::parse(none), None, "{none}");
         }
     }

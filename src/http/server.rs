@@ -186,6 +186,8 @@ async fn dispatch<S: CuService>(svc: Arc<S>, cfg: Arc<ServerConfig>, req: Reques
     let started = Instant::now();
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(200).collect();
+    let route = routes::Route::parse(req.uri().path()).map_or("none", |r| r.name());
+    let counter = svc.clone();
     let limit = cfg.request_timeout;
     let mut task = AbortOnDrop(tokio::spawn(async move {
         match tokio::time::timeout(cfg.request_timeout, routes::handle(&*svc, req, &cfg)).await {
@@ -202,6 +204,9 @@ async fn dispatch<S: CuService>(svc: Arc<S>, cfg: Arc<ServerConfig>, req: Reques
     };
     render::finish(&mut resp);
     let status = resp.status().as_u16();
+    if let Some(m) = counter.metrics() {
+        m.http_response(route, status);
+    }
     let ms = started.elapsed().as_millis();
     if status >= 500 {
         tracing::warn!(status, ms, "{method} {path}");

@@ -20,6 +20,7 @@ use hyper::header::{CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
 
 use super::{AnyTransport, Transport, TransportError};
+use crate::metrics::Metrics;
 
 /// Retries after the first attempt (the reference: 5).
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -103,13 +104,22 @@ pub struct Fetcher {
     cfg: ClientConfig,
     peer: Peer,
     rng: AtomicU64,
+    /// Where each call's duration and failure are recorded as SU fetches (SU fetchers only).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Fetcher {
     /// A fetcher for `peer` over `transport`.
     pub fn new(transport: Arc<AnyTransport>, cfg: ClientConfig, peer: Peer) -> Self {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Fetcher { transport, cfg, peer, rng: AtomicU64::new(seed | 1) }
+        Fetcher { transport, cfg, peer, rng: AtomicU64::new(seed | 1), metrics: None }
+    }
+
+    /// This fetcher, recording every logical call (retries included) as an SU fetch in
+    /// `metrics`, labelled with its transport.
+    pub fn with_su_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The tuning in force.
@@ -152,6 +162,27 @@ impl Fetcher {
     }
 
     async fn call(&self, method: Method, url: &str, body: Option<Bytes>, thing: &str) -> Result<Bytes, FetchError> {
+        let Some(metrics) = &self.metrics else { return self.call_retrying(method, url, body, thing).await };
+        let started = Instant::now();
+        let r = self.call_retrying(method, url, body, thing).await;
+        let kind = match &r {
+            Ok(_) => None,
+            Err(FetchError::NotFound(_)) => Some("not_found"),
+            Err(FetchError::Forbidden(_)) => Some("forbidden"),
+            Err(FetchError::Unavailable(_)) => Some("unavailable"),
+            Err(FetchError::Invalid(_)) => Some("invalid"),
+        };
+        metrics.su_fetch(self.transport.name(), started.elapsed(), kind);
+        r
+    }
+
+    async fn call_retrying(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        thing: &str,
+    ) -> Result<Bytes, FetchError> {
         let deadline = Instant::now() + self.cfg.max_total;
         let mut retry = 0u32;
         loop {

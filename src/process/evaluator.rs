@@ -42,7 +42,8 @@ use crate::engine::ModuleFormat;
 use crate::engine::{Engine, Instance, LoadedModule, ProcessOptions};
 use crate::gateway::Gateway;
 use crate::gateway::drive::GatewayDrive;
-use crate::store::{Evaluation, Position, Store};
+use crate::metrics::Metrics;
+use crate::store::{Evaluation, Position, Store, Usage};
 use crate::su::hashchain::{self, Link};
 use crate::su::message::{Scheduled, map_node, owner_address, tag};
 use crate::su::scheduler::{PageQuery, Scheduler};
@@ -137,6 +138,8 @@ struct Core<S: Scheduler, G: Gateway> {
     /// Most cron ticks evaluated per chunk of a long gap ([`cron::MAX_TICKS_PER_CHUNK`]).
     cron_chunk: usize,
     processes: std::sync::Mutex<HashMap<String, Slot>>,
+    /// Evaluations, gas, resident processes (see `crate::metrics`).
+    metrics: Arc<Metrics>,
 }
 
 fn su_error(e: crate::su::scheduler::SuError) -> CuError {
@@ -278,7 +281,11 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     {
         let mut p = match guard.take() {
             Some(p) => p,
-            None => self.load(&pid).await?,
+            None => {
+                let p = self.load(&pid).await?;
+                self.metrics.process_loaded();
+                p
+            }
         };
         let walked = self.walk(&pid, &mut p, to).await;
         // What was evaluated before an error is stored too (e.g. up to a broken hash chain).
@@ -294,8 +301,9 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         if keep {
             *guard = Some(p);
         } else {
+            self.metrics.process_unloaded();
             tracing::warn!(
-                process = pid,
+                process_id = pid,
                 "process state not consistent after an error; it reloads on the next request"
             );
         }
@@ -390,7 +398,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
                 None => self.store.by_message(pid, &id).map_err(|e| CuError::new(500, e.to_string()))?,
             };
             if earlier.is_some_and(|e| e.position.nonce < s.nonce) {
-                tracing::debug!(process = pid, message = id, nonce = s.nonce, "assignment seen before; skipped");
+                tracing::debug!(process_id = pid, message_id = id, nonce = s.nonce, "assignment seen before; skipped");
                 p.link = Some(link);
                 p.handled = Some((s.timestamp, s.nonce));
                 return Ok(());
@@ -442,7 +450,10 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
         if out.failed() {
             // The reference keeps the pre-call (empty) memory: start again from a fresh instance.
-            tracing::warn!(process = pid, "the synthesized spawn message failed; the process starts from empty memory");
+            tracing::warn!(
+                process_id = pid,
+                "the synthesized spawn message failed; the process starts from empty memory"
+            );
             drop(instance);
             debug_assert!(p.blank);
             p.checked_out = false;
@@ -578,6 +589,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         .await
         .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
         let result = normalise(&out.result, out.accounting.gas, p.metering);
+        self.metrics.evaluated(pid, message_id.as_deref(), &position, &out.accounting, out.failed());
         let state_hash = if out.failed() {
             drop(instance);
             let (restored, h) = self.rollback(p).await?;
@@ -609,6 +621,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             result,
             state_hash,
             gas: out.accounting.gas,
+            usage: Usage::of(&out.accounting),
         };
         p.pending.push(e);
         p.last = Some(position);
@@ -663,6 +676,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             policy,
             cron_chunk: cron::MAX_TICKS_PER_CHUNK,
             processes: std::sync::Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::new()),
         };
         Runtime { core: Arc::new(core) }
     }
@@ -673,6 +687,19 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let mut core = Arc::into_inner(self.core).expect("with_cron_chunk before the runtime is shared");
         core.cron_chunk = ticks.max(1);
         Runtime { core: Arc::new(core) }
+    }
+
+    /// This runtime, recording into `metrics` (shared with the HTTP server and the SU client)
+    /// instead of its own.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        let mut core = Arc::into_inner(self.core).expect("with_metrics before the runtime is shared");
+        core.metrics = metrics;
+        Runtime { core: Arc::new(core) }
+    }
+
+    /// The metrics this runtime records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.metrics
     }
 
     /// The store results are written to.
@@ -697,7 +724,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let guard = slot.lock_owned().await;
         let task = tokio::spawn(self.core.clone().session(guard, pid.to_string(), to, then));
         task.await.map_err(|e| {
-            tracing::error!(process = pid, "evaluation task failed: {e}");
+            tracing::error!(process_id = pid, "evaluation task failed: {e}");
             CuError::new(500, format!("evaluation of process {pid} failed; it reloads on the next request"))
         })?
     }
@@ -782,6 +809,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let out = tokio::task::spawn_blocking(move || fork.handle(&msg, &env))
             .await
             .map_err(|e| CuError::new(500, format!("dry-run task: {e}")))?;
+        self.core.metrics.dry_run(pid, &out.accounting, out.failed());
         Ok(normalise(&out.result, out.accounting.gas, metering))
     }
 }

@@ -12,12 +12,14 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::redb::{has_error, queryable_process, validate};
-use super::{Evaluation, MAX_PAGE, Position, Query, Store, StoreError};
+use super::{Evaluation, MAX_PAGE, Position, Query, Store, StoreError, Usage, UsageSums, UsageTotals};
 
 #[derive(Default)]
 struct State {
     processes: BTreeMap<String, BTreeMap<Position, Evaluation>>,
     by_message: HashMap<(String, String), Position>,
+    usage: HashMap<String, UsageSums>,
+    totals: UsageSums,
 }
 
 /// Evaluations in memory, behind one mutex.
@@ -60,7 +62,7 @@ impl Store for MemoryStore {
             serde_json::to_vec(&e.result).map_err(|err| StoreError::Io(format!("encoding result: {err}")))?.len();
         validate(e, result_bytes)?;
         let mut state = self.lock();
-        let State { processes, by_message } = &mut *state;
+        let State { processes, by_message, usage, totals } = &mut *state;
         if let Some(old) = processes.get(&e.process_id).and_then(|p| p.get(&e.position)) {
             return if old == e { Ok(()) } else { Err(StoreError::Conflict(name(&e.process_id, &e.position))) };
         }
@@ -76,7 +78,11 @@ impl Store for MemoryStore {
             }
             by_message.insert(index_key, e.position.clone());
         }
-        processes.entry(e.process_id.clone()).or_default().insert(e.position.clone(), e.clone());
+        // As in redb: usage is summed, not kept in the row.
+        let row = Evaluation { usage: Usage::default(), ..e.clone() };
+        processes.entry(e.process_id.clone()).or_default().insert(e.position.clone(), row);
+        usage.entry(e.process_id.clone()).or_default().add(e.gas, &e.usage);
+        totals.add(e.gas, &e.usage);
         Ok(())
     }
 
@@ -96,6 +102,15 @@ impl Store for MemoryStore {
 
     fn latest(&self, process_id: &str) -> Result<Option<Evaluation>, StoreError> {
         Ok(self.lock().processes.get(process_id).and_then(|p| p.last_key_value()).map(|(_, e)| e.clone()))
+    }
+
+    fn usage(&self, process_id: &str) -> Result<Option<UsageSums>, StoreError> {
+        Ok(self.lock().usage.get(process_id).copied())
+    }
+
+    fn usage_totals(&self) -> Result<UsageTotals, StoreError> {
+        let state = self.lock();
+        Ok(UsageTotals { processes: state.usage.len() as u64, sums: state.totals })
     }
 
     fn list(&self, process_id: &str, q: &Query) -> Result<(Vec<Evaluation>, bool), StoreError> {

@@ -5,14 +5,20 @@
 //! Invariants (TIGER_STYLE): a stored evaluation is never rewritten or deleted — `put` of an
 //! existing key with the same content is a no-op, with different content an error; writes are
 //! durable when `put` returns (ACID backend); every query is bounded by [`MAX_PAGE`].
+//!
+//! Usage accounting ([`usage`]) lives here too: each inserted evaluation's [`Usage`] is added to
+//! its process's sums and the CU's totals in the same write, so a provider's bill always matches
+//! the stored results.
 
 use serde_json::Value;
 
 pub mod memory;
 pub mod redb;
+pub mod usage;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::{RedbStore, has_error};
+pub use self::usage::{Usage, UsageSums, UsageTotals};
 
 /// Most evaluations one query returns.
 pub const MAX_PAGE: usize = 1000;
@@ -30,7 +36,11 @@ pub struct Position {
 }
 
 /// One stored evaluation.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Equality is of content: [`Evaluation::usage`] (what producing it cost, which differs between
+/// two runs of the same message) is not compared, so re-storing an identical evaluation measured
+/// differently is still the no-op it must be.
+#[derive(Debug, Clone)]
 pub struct Evaluation {
     pub process_id: String,
     /// The message id (`None` for cron messages, which have none).
@@ -44,6 +54,22 @@ pub struct Evaluation {
     pub state_hash: [u8; 32],
     /// Gas the evaluation used.
     pub gas: u64,
+    /// CPU, wall time and memory of the evaluation, added to the usage sums when the evaluation
+    /// is first stored. Not kept in the row: reads return [`Usage::default`].
+    pub usage: Usage,
+}
+
+impl PartialEq for Evaluation {
+    fn eq(&self, o: &Self) -> bool {
+        let Evaluation { process_id, message_id, position, block_height, result, state_hash, gas, usage: _ } = self;
+        *process_id == o.process_id
+            && *message_id == o.message_id
+            && *position == o.position
+            && *block_height == o.block_height
+            && *result == o.result
+            && *state_hash == o.state_hash
+            && *gas == o.gas
+    }
 }
 
 /// Which evaluations a listing returns.
@@ -90,4 +116,8 @@ pub trait Store: Send + Sync + 'static {
     fn latest(&self, process_id: &str) -> Result<Option<Evaluation>, StoreError>;
     /// A page of evaluations in stream order (or reverse), and whether more follow.
     fn list(&self, process_id: &str, q: &Query) -> Result<(Vec<Evaluation>, bool), StoreError>;
+    /// The usage sums of the process's stored evaluations; `None` if it has none.
+    fn usage(&self, process_id: &str) -> Result<Option<UsageSums>, StoreError>;
+    /// The usage sums of every process together.
+    fn usage_totals(&self) -> Result<UsageTotals, StoreError>;
 }

@@ -11,6 +11,11 @@
 //! - `by_message`: `process_id ‖ 0x00 ‖ message_id` → evaluation key.
 //! - `cron`: evaluation key → flags byte, for cron evaluations only, so `/cron` listings scan
 //!   cron rows only.
+//! - `usage`: `process_id` → its [`UsageSums`] (encoded by [`UsageSums::encode`]);
+//!   `usage_totals`: [`TOTALS_KEY`] → `be64(processes) ‖ UsageSums` of every process. Both change
+//!   in the transaction that inserts the evaluations they count, and only for rows inserted.
+//!   Schema 1 stores (before usage accounting) are upgraded on open: the sums are rebuilt from
+//!   the rows' gas and count, with CPU, wall time and memory unknown (0) for those rows.
 //!
 //! Values (format [`VALUE_FORMAT`]): `format u8 ‖ flags u8 ‖ state_hash [32] ‖ be64(block_height)
 //! ‖ be64(gas) ‖ be16(message id length) ‖ message id ‖ result JSON`. Flags: bit 0 = the result
@@ -19,7 +24,7 @@
 //! whenever a row is decoded (a disagreement is corruption).
 //!
 //! Invariants: a row is never overwritten or deleted (`put` is insert-if-absent, compared on
-//! conflict); the three tables change in one transaction; every id is at most [`MAX_ID_BYTES`],
+//! conflict); the tables change in one transaction; every id is at most [`MAX_ID_BYTES`],
 //! every result at most [`MAX_RESULT_BYTES`]; every listing returns at most [`MAX_PAGE`] rows.
 //! A listing reads at most `limit + 1` matching rows; rows it skips (failed evaluations when errors
 //! are hidden) are judged by their flags byte without decoding. Anything read that does not decode
@@ -32,6 +37,7 @@ use std::path::Path;
 use ::redb::{Database, ReadableTable, TableDefinition};
 use serde_json::Value;
 
+use super::usage::{SUMS_BYTES, Usage, UsageSums, UsageTotals};
 use super::{Evaluation, MAX_PAGE, Position, Query, Store, StoreError};
 
 /// Longest process id, message id or cron id accepted, in bytes (Arweave ids are 43).
@@ -42,13 +48,19 @@ pub const MAX_RESULT_BYTES: usize = 256 << 20;
 pub const MAX_BATCH: usize = MAX_PAGE;
 /// Version of the row encoding written by this code (first byte of every value).
 pub const VALUE_FORMAT: u8 = 1;
-/// Version of the table layout (table `meta`, key `schema`).
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the table layout (table `meta`, key `schema`). 2 added the usage tables.
+pub const SCHEMA_VERSION: u64 = 2;
+/// The oldest layout [`RedbStore::open`] upgrades.
+pub const OLDEST_SCHEMA: u64 = 1;
+/// The key of the one row of `usage_totals`.
+pub const TOTALS_KEY: &str = "all";
 
 const EVALUATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evaluations");
 const BY_MESSAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_message");
 const CRON: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cron");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+const USAGE_TOTALS: TableDefinition<&str, &[u8]> = TableDefinition::new("usage_totals");
 
 const FLAG_ERROR: u8 = 1;
 const FLAG_MESSAGE: u8 = 2;
@@ -211,7 +223,81 @@ fn decode_value(key: &[u8], v: &[u8]) -> Result<Evaluation, StoreError> {
     if has_error(&result) != (flags & FLAG_ERROR != 0) {
         return Err(corrupt("error flag disagrees with the result"));
     }
-    Ok(Evaluation { process_id, message_id, position, block_height, result, state_hash, gas })
+    Ok(Evaluation { process_id, message_id, position, block_height, result, state_hash, gas, usage: Usage::default() })
+}
+
+fn encode_totals(t: &UsageTotals) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + SUMS_BYTES);
+    v.extend_from_slice(&t.processes.to_be_bytes());
+    v.extend_from_slice(&t.sums.encode());
+    v
+}
+
+fn decode_totals(v: &[u8]) -> Result<UsageTotals, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("usage totals: undecodable value of {} bytes", v.len()));
+    if v.len() != 8 + SUMS_BYTES {
+        return Err(corrupt());
+    }
+    let processes = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+    Ok(UsageTotals { processes, sums: UsageSums::decode(&v[8..]).ok_or_else(corrupt)? })
+}
+
+fn decode_sums(process_id: &str, v: &[u8]) -> Result<UsageSums, StoreError> {
+    UsageSums::decode(v).ok_or_else(|| StoreError::Corrupt(format!("usage of process {process_id}: undecodable value")))
+}
+
+/// Adds `added` (sums per process, of rows inserted in `txn`) to the usage tables, in `txn`.
+fn add_usage(txn: &::redb::WriteTransaction, added: &[(String, UsageSums)]) -> Result<(), StoreError> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    let mut usage = txn.open_table(USAGE).map_err(io)?;
+    let mut totals_table = txn.open_table(USAGE_TOTALS).map_err(io)?;
+    let mut totals = match totals_table.get(TOTALS_KEY).map_err(io)? {
+        Some(v) => decode_totals(v.value())?,
+        None => UsageTotals::default(),
+    };
+    for (pid, add) in added {
+        let old = usage.get(pid.as_str()).map_err(io)?.map(|v| decode_sums(pid, v.value())).transpose()?;
+        if old.is_none() {
+            totals.processes += 1;
+        }
+        let mut sums = old.unwrap_or_default();
+        sums.merge(add);
+        usage.insert(pid.as_str(), sums.encode().as_slice()).map_err(io)?;
+        totals.sums.merge(add);
+    }
+    totals_table.insert(TOTALS_KEY, encode_totals(&totals).as_slice()).map_err(io)?;
+    Ok(())
+}
+
+/// Schema 1 → 2: rebuilds the usage sums from the stored rows (count and gas; CPU, wall time and
+/// memory were not recorded then and count as 0).
+fn upgrade_from_1(txn: &::redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut per: Vec<(String, UsageSums)> = Vec::new();
+    {
+        let evaluations = txn.open_table(EVALUATIONS).map_err(io)?;
+        for row in evaluations.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            let (key, value) = (k.value(), v.value());
+            let (pid, _) = decode_key(key)
+                .ok_or_else(|| StoreError::Corrupt(format!("evaluation {}: undecodable key", name_key(key))))?;
+            if value.len() < HEADER_BYTES || value[0] != VALUE_FORMAT {
+                return Err(StoreError::Corrupt(format!("evaluation {}: bad value header", name_key(key))));
+            }
+            let gas = u64::from_be_bytes(value[42..50].try_into().expect("8 bytes"));
+            // Rows come in key order, so a process's rows are contiguous.
+            match per.last_mut() {
+                Some((p, sums)) if *p == pid => sums.add(gas, &Usage::default()),
+                _ => {
+                    let mut sums = UsageSums::default();
+                    sums.add(gas, &Usage::default());
+                    per.push((pid, sums));
+                }
+            }
+        }
+    }
+    add_usage(txn, &per)
 }
 
 fn io(e: impl Into<::redb::Error>) -> StoreError {
@@ -249,6 +335,11 @@ impl RedbStore {
                     meta.insert("schema", SCHEMA_VERSION).map_err(io)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(OLDEST_SCHEMA) => {
+                    tracing::info!("{}: upgrading the results store to schema {SCHEMA_VERSION}", path.display());
+                    upgrade_from_1(&txn)?;
+                    meta.insert("schema", SCHEMA_VERSION).map_err(io)?;
+                }
                 Some(other) => {
                     return Err(StoreError::Corrupt(format!(
                         "{} has store schema {other}; this build reads {SCHEMA_VERSION}",
@@ -259,6 +350,8 @@ impl RedbStore {
             txn.open_table(EVALUATIONS).map_err(io)?;
             txn.open_table(BY_MESSAGE).map_err(io)?;
             txn.open_table(CRON).map_err(io)?;
+            txn.open_table(USAGE).map_err(io)?;
+            txn.open_table(USAGE_TOTALS).map_err(io)?;
         }
         txn.commit().map_err(io)?;
         Ok(RedbStore { db })
@@ -279,10 +372,18 @@ impl RedbStore {
             rows.push((encode_key(&e.process_id, &e.position), encode_value(e, &result_json)));
         }
         let txn = self.db.begin_write().map_err(io)?;
-        let mut inserted = false;
+        // Usage of the rows actually inserted, per process in first-seen order.
+        let mut added: Vec<(String, UsageSums)> = Vec::new();
         for (e, (key, value)) in es.iter().zip(&rows) {
             match Self::put_in(&txn, e, key, value) {
-                Ok(Put::Inserted) => inserted = true,
+                Ok(Put::Inserted) => match added.iter_mut().find(|(p, _)| *p == e.process_id) {
+                    Some((_, sums)) => sums.add(e.gas, &e.usage),
+                    None => {
+                        let mut sums = UsageSums::default();
+                        sums.add(e.gas, &e.usage);
+                        added.push((e.process_id.clone(), sums));
+                    }
+                },
                 Ok(Put::AlreadyThere) => {}
                 Err(err) => {
                     txn.abort().map_err(io)?;
@@ -290,7 +391,14 @@ impl RedbStore {
                 }
             }
         }
-        if inserted { txn.commit().map_err(io) } else { txn.abort().map_err(io) }
+        if added.is_empty() {
+            return txn.abort().map_err(io);
+        }
+        if let Err(err) = add_usage(&txn, &added) {
+            txn.abort().map_err(io)?;
+            return Err(err);
+        }
+        txn.commit().map_err(io)
     }
 
     /// Inserts `e` in `txn` unless it is there; nothing is written when this fails.
@@ -394,6 +502,23 @@ impl Store for RedbStore {
         }
     }
 
+    fn usage(&self, process_id: &str) -> Result<Option<UsageSums>, StoreError> {
+        if !queryable_process(process_id) {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read().map_err(io)?;
+        let usage = txn.open_table(USAGE).map_err(io)?;
+        let v = usage.get(process_id).map_err(io)?;
+        v.map(|v| decode_sums(process_id, v.value())).transpose()
+    }
+
+    fn usage_totals(&self) -> Result<UsageTotals, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let totals = txn.open_table(USAGE_TOTALS).map_err(io)?;
+        let v = totals.get(TOTALS_KEY).map_err(io)?;
+        v.map(|v| decode_totals(v.value())).transpose().map(Option::unwrap_or_default)
+    }
+
     fn list(&self, process_id: &str, q: &Query) -> Result<(Vec<Evaluation>, bool), StoreError> {
         if !queryable_process(process_id) {
             return Ok((Vec::new(), false));
@@ -495,6 +620,7 @@ mod tests {
             result: serde_json::json!({"Output": "x"}),
             state_hash: [3; 32],
             gas: 9,
+            usage: Usage::default(),
         };
         let mut v = encode_value(&e, br#"{"Output":"x"}"#);
         assert_eq!(decode_value(&key, &v).unwrap(), e);

@@ -119,7 +119,31 @@ pub struct RoutedScheduler<G: Gateway> {
 impl<G: Gateway> RoutedScheduler<G> {
     /// A router over `gateway`, sending everything on `transport`.
     pub fn new(gateway: Arc<G>, transport: Arc<AnyTransport>, cfg: RouterConfig) -> Result<Self, SuError> {
-        let su_fetcher = Arc::new(Fetcher::new(transport.clone(), cfg.client, SU_PEER));
+        Self::build(gateway, transport, cfg, None)
+    }
+
+    /// [`RoutedScheduler::new`], recording every SU call in `metrics` (latency and errors per
+    /// transport).
+    pub fn with_metrics(
+        gateway: Arc<G>,
+        transport: Arc<AnyTransport>,
+        cfg: RouterConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, SuError> {
+        Self::build(gateway, transport, cfg, Some(metrics))
+    }
+
+    fn build(
+        gateway: Arc<G>,
+        transport: Arc<AnyTransport>,
+        cfg: RouterConfig,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<Self, SuError> {
+        let su_fetcher = Fetcher::new(transport.clone(), cfg.client, SU_PEER);
+        let su_fetcher = Arc::new(match metrics {
+            Some(m) => su_fetcher.with_su_metrics(m),
+            None => su_fetcher,
+        });
         let fixed = match &cfg.su_url {
             Some(u) => Some(Arc::new(HttpScheduler::with_fetcher(u, su_fetcher.clone())?)),
             None => None,
