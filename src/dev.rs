@@ -9,8 +9,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::checkpoint::{CheckpointPolicy, CheckpointStore};
 use crate::engine::{Engine, EngineConfig, ModuleFormat};
 use crate::gateway::local::LocalGateway;
+use crate::pool::{PoolConfig, WorkerPool};
 use crate::process::evaluator::Runtime;
 use crate::process::options::Policy;
 use crate::service::Service;
@@ -26,7 +28,33 @@ pub struct DevConfig {
     pub data_dir: PathBuf,
     /// A module to spawn the process from, with its format; `None` = the built-in echo module.
     pub module: Option<(PathBuf, ModuleFormat)>,
+    /// Evaluation workers (0: one per CPU), pinned.
+    pub workers: usize,
+    /// File checkpoints in `data_dir/checkpoints`: written on shutdown and eviction, and read
+    /// back when a process is loaded.
+    pub checkpoints: bool,
+    /// Also a checkpoint after this many evaluations of a process (`None`: not by count).
+    pub checkpoint_every: Option<u64>,
 }
+
+impl DevConfig {
+    /// Defaults for `data_dir`: ports 0, the echo module, one worker per CPU, checkpoints every
+    /// 1000 evaluations.
+    pub fn new(data_dir: impl Into<PathBuf>) -> DevConfig {
+        DevConfig {
+            port: 0,
+            su_port: 0,
+            data_dir: data_dir.into(),
+            module: None,
+            workers: 0,
+            checkpoints: true,
+            checkpoint_every: Some(crate::checkpoint::policy::DEFAULT_EVERY_MESSAGES),
+        }
+    }
+}
+
+/// Time `metalcu dev` gives evaluations in flight and checkpoints when it stops.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn tag(name: &str, value: &str) -> Tag {
     Tag { name: name.into(), value: value.into() }
@@ -45,16 +73,26 @@ pub struct Dev {
     pub format: ModuleFormat,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    runtime: Runtime<LocalScheduler, LocalGateway>,
 }
 
 impl Dev {
-    /// Stops both servers (in-flight requests finish first) and waits for them.
+    /// Stops both servers (in-flight requests finish first), waits for them, then lets the
+    /// evaluations in flight finish and checkpoints every process that evaluated since its last
+    /// checkpoint (within [`SHUTDOWN_DEADLINE`]).
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         for t in self.tasks {
             t.await??;
         }
+        let report = self.runtime.shutdown(SHUTDOWN_DEADLINE).await;
+        tracing::info!(?report, "metalcu dev stopped");
         Ok(())
+    }
+
+    /// The runtime (its pool, residency, shutdown).
+    pub fn runtime(&self) -> &Runtime<LocalScheduler, LocalGateway> {
+        &self.runtime
     }
 }
 
@@ -104,8 +142,16 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<Dev> {
     let engine = Arc::new(Engine::new(engine_cfg)?);
     // The local scheduler is called in-process: no SU fetch is recorded.
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let runtime = Runtime::new(engine, store, su.clone(), gateway, Policy::default()).with_metrics(metrics);
-    let service = Arc::new(Service { runtime, address: "metalcu-dev".into() });
+    let pool = WorkerPool::new(&PoolConfig { workers: cfg.workers, ..PoolConfig::default() })?;
+    let mut runtime =
+        Runtime::new(engine, store, su.clone(), gateway, Policy::default()).with_metrics(metrics).with_pool(pool);
+    if cfg.checkpoints {
+        let dir = cfg.data_dir.join("checkpoints");
+        let files = CheckpointStore::open(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        let policy = CheckpointPolicy { every_messages: cfg.checkpoint_every, ..CheckpointPolicy::default() };
+        runtime = runtime.with_checkpoints(Arc::new(files), policy);
+    }
+    let service = Arc::new(Service { runtime: runtime.clone(), address: "metalcu-dev".into() });
     let cu_listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
     let su_listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.su_port)).await?;
     let (cu_addr, su_addr) = (cu_listener.local_addr()?, su_listener.local_addr()?);
@@ -117,7 +163,7 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<Dev> {
         tokio::spawn(crate::http::serve(cu_listener, service, wait(rx.clone()))),
         tokio::spawn(crate::su::local_http::serve(su_listener, su, wait(rx))),
     ];
-    Ok(Dev { cu_addr, su_addr, pid, module_id, module_name: name, format, stop: tx, tasks })
+    Ok(Dev { cu_addr, su_addr, pid, module_id, module_name: name, format, stop: tx, tasks, runtime })
 }
 
 /// Runs until `shutdown` resolves, printing where everything is and how to use it.

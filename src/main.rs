@@ -54,6 +54,16 @@ struct DevArgs {
     /// The Module-Format of --module.
     #[arg(long, requires = "module")]
     format: Option<String>,
+    /// Evaluation worker threads, each pinned to a CPU (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// A memory checkpoint after this many evaluations of a process, in DATA_DIR/checkpoints
+    /// (0: only on shutdown and eviction). Restarts resume from the newest one.
+    #[arg(long, default_value_t = metalcu::checkpoint::policy::DEFAULT_EVERY_MESSAGES)]
+    checkpoint_every: u64,
+    /// No file checkpoints at all: every restart replays each process from the scheduler.
+    #[arg(long)]
+    no_checkpoints: bool,
 }
 
 fn dev(a: DevArgs) -> anyhow::Result<()> {
@@ -61,11 +71,17 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
         (Some(m), Some(f)) => Some((m, f.parse::<ModuleFormat>().map_err(|e| anyhow::anyhow!("--format: {e}"))?)),
         _ => None,
     };
-    let cfg = metalcu::dev::DevConfig { port: a.port, su_port: a.su_port, data_dir: a.data_dir, module };
+    let cfg = metalcu::dev::DevConfig {
+        port: a.port,
+        su_port: a.su_port,
+        module,
+        workers: a.workers,
+        checkpoints: !a.no_checkpoints,
+        checkpoint_every: (a.checkpoint_every > 0).then_some(a.checkpoint_every),
+        ..metalcu::dev::DevConfig::new(a.data_dir)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(metalcu::dev::run(cfg, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }))
+    rt.block_on(metalcu::dev::run(cfg, metalcu::serve::signalled()))
 }
 
 fn serve(a: metalcu::config::ServeArgs) -> anyhow::Result<()> {

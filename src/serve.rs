@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineConfig};
 use crate::gateway::cache::{CachedGateway, DiskCacheConfig};
@@ -21,6 +22,7 @@ use crate::http::ServerConfig;
 use crate::net::fetch::ClientConfig;
 use crate::net::{AnyTransport, Transport};
 use crate::notify;
+use crate::pool::WorkerPool;
 use crate::process::evaluator::Runtime;
 use crate::service::Service;
 use crate::store::RedbStore;
@@ -75,8 +77,20 @@ pub async fn run(
     };
     notify::status("starting: engine");
     let engine = Arc::new(Engine::new(engine_cfg)?);
-    let runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone()).with_metrics(metrics);
-    let service = Arc::new(Service { runtime, address: cfg.address.clone() });
+    notify::status("starting: worker pool");
+    let pool =
+        WorkerPool::new(&cfg.pool).map_err(|e| anyhow::anyhow!("WASM_EVALUATION_MAX_WORKERS / WORKER_CPUS: {e}"))?;
+    tracing::info!(workers = pool.workers(), "evaluation worker pool");
+    let mut runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone())
+        .with_metrics(metrics)
+        .with_pool(pool)
+        .with_residency(cfg.residency_budget, cfg.residency_ttl);
+    if let Some(ck) = &cfg.checkpoints {
+        let files = CheckpointStore::open(&ck.dir)
+            .map_err(|e| anyhow::anyhow!("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR {}: {e}", ck.dir.display()))?;
+        runtime = runtime.with_checkpoints(Arc::new(files), ck.policy.clone());
+    }
+    let service = Arc::new(Service { runtime: runtime.clone(), address: cfg.address.clone() });
     let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
         .await
         .map_err(|e| anyhow::anyhow!("PORT {}: cannot listen on {}: {e}", cfg.port, cfg.host))?;
@@ -94,6 +108,9 @@ pub async fn run(
         notify::stopping();
     };
     let served = crate::http::serve_with(listener, service, shutdown, ServerConfig::default()).await;
+    notify::status("stopping: evaluations in flight finish, then checkpoints");
+    let report = runtime.shutdown(cfg.shutdown_deadline).await;
+    tracing::info!(?report, "evaluations drained and checkpoints written");
     if let Some(w) = watchdog {
         w.abort();
     }

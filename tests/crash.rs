@@ -18,7 +18,7 @@ use common::devchild::{DevChild, http, try_http};
 use serde_json::{Value, json};
 
 /// Kill-and-restart cycles.
-const CYCLES: usize = 8;
+const CYCLES: usize = 12;
 /// Messages posted before each cycle's evaluation.
 const BATCH: usize = 12;
 /// Bound on one exchange (the first evaluation compiles aos).
@@ -26,8 +26,14 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(180);
 /// Longest wait before the kill, in ms (aos1 evaluates a message in a few ms here).
 const MAX_KILL_DELAY_MS: u64 = 150;
 
+/// Checkpoint interval given to the server: several checkpoints per batch, so kills land before,
+/// during and after checkpoint writes, and restarts resume from them.
+const CHECKPOINT_EVERY: &str = "5";
+
 fn aos_args(shared: &Path) -> Vec<std::ffi::OsString> {
     vec![
+        "--checkpoint-every".into(),
+        CHECKPOINT_EVERY.into(),
         "--module".into(),
         shared.join("fixtures/modules/aos1-emscripten2.wasm").into(),
         "--format".into(),
@@ -75,6 +81,13 @@ fn kill_9_mid_evaluation_never_changes_or_loses_a_result() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let args = aos_args(&shared);
+    // Warm-up: the first start compiles aos (hundreds of ms) and caches it; kills aimed at
+    // evaluations must not all land in that compile.
+    let dev = start(&data, &args);
+    let first = post(&dev, "Count = 0\nreturn 'warm'");
+    let (status, body) = http(&dev.cu, "GET", &format!("/result/{first}?process-id={}", dev.pid), None, HTTP_TIMEOUT);
+    assert_eq!(status, 200, "{body}");
+    dev.kill9();
     let mut seen: BTreeMap<String, Value> = BTreeMap::new();
     let mut last = String::new();
     let mut cut_short = 0;
@@ -111,7 +124,11 @@ fn kill_9_mid_evaluation_never_changes_or_loses_a_result() {
     for (cursor, node) in &seen {
         assert_eq!(survived.get(cursor), Some(node), "result at {cursor} changed after the last restart");
     }
-    assert_eq!(survived.len(), 1 + CYCLES * BATCH, "one result per message (spawn included)");
+    assert_eq!(survived.len(), 2 + CYCLES * BATCH, "one result per message (spawn and warm-up included)");
+    let resumed = dev.stderr_all().matches("resumed from a checkpoint").count();
+    let torn = dev.stderr_all().matches("left by an interrupted write").count();
+    eprintln!("{resumed} restarts resumed from a checkpoint; {torn} torn checkpoint writes cleaned up");
+    assert!(resumed >= 1, "no restart resumed from a checkpoint: the test exercised no resume");
     drop(dev);
 
     // The uninterrupted run: same scheduler log, no stored results or checkpoints.
@@ -128,6 +145,54 @@ fn kill_9_mid_evaluation_never_changes_or_loses_a_result() {
     // The Lua counter reached one per message: nothing lost or repeated.
     let last_out = serde_json::to_string(&body["Output"]).unwrap();
     assert!(last_out.contains(&format!("c{} m{} {}", CYCLES - 1, BATCH - 1, CYCLES * BATCH)), "{last_out}");
+}
+
+/// SIGTERM lets the evaluation in flight finish, writes the checkpoint and exits 0; the next start
+/// resumes from it with nothing to replay.
+#[test]
+fn sigterm_drains_checkpoints_and_exits_0() {
+    let Some(shared) = common::shared_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // No checkpoint by count: the one found after the restart is the shutdown's.
+    let mut args = aos_args(&shared);
+    args[1] = "0".into();
+    let dev = start(&data, &args);
+    let mut last = String::new();
+    for i in 0..10 {
+        last = post(&dev, &format!("Count = (Count or 0) + 1\nreturn 'm{i} ' .. Count"));
+    }
+    let (status, body) = http(&dev.cu, "GET", &format!("/result/{last}?process-id={}", dev.pid), None, HTTP_TIMEOUT);
+    assert_eq!(status, 200, "{body}");
+    let before = results(&dev);
+    let exit = dev.terminate(Duration::from_secs(60)).expect("metalcu dev exits within 60 s of SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    let files: Vec<_> = walk(&data.join("checkpoints"));
+    assert_eq!(files.len(), 1, "one checkpoint, written at shutdown: {files:?}");
+    let dev = start(&data, &args);
+    let more = post(&dev, "Count = (Count or 0) + 1\nreturn 'after ' .. Count");
+    let (status, body) = http(&dev.cu, "GET", &format!("/result/{more}?process-id={}", dev.pid), None, HTTP_TIMEOUT);
+    assert_eq!(status, 200, "{body}");
+    assert!(serde_json::to_string(&body["Output"]).unwrap().contains("after 11"), "{body}");
+    assert!(dev.stderr_all().contains("resumed from a checkpoint"));
+    let after = results(&dev);
+    for (cursor, node) in &before {
+        assert_eq!(after.get(cursor), Some(node));
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.file_name().is_some_and(|n| n != "LOCK") {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Copies everything of a dev data directory except the CU's results and checkpoints: the

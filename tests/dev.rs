@@ -26,7 +26,7 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: Option
 }
 
 fn cfg(dir: &std::path::Path) -> DevConfig {
-    DevConfig { port: 0, su_port: 0, data_dir: dir.to_path_buf(), module: None }
+    DevConfig::new(dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,12 +60,7 @@ fn metering_echo(dir: &std::path::Path) -> DevConfig {
     let wasm = wat::parse_str(common::echo_wat("", "", "")).unwrap();
     let path = dir.join("echo.wasm");
     std::fs::write(&path, wasm).unwrap();
-    DevConfig {
-        port: 0,
-        su_port: 0,
-        data_dir: dir.join("data"),
-        module: Some((path, ModuleFormat::Emscripten4Metering)),
-    }
+    DevConfig { module: Some((path, ModuleFormat::Emscripten4Metering)), ..DevConfig::new(dir.join("data")) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

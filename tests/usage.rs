@@ -164,10 +164,8 @@ async fn usage_routes_serve_the_sums_of_real_evaluations_across_a_restart() {
     let module = dir.path().join("echo.wasm");
     std::fs::write(&module, wasm).unwrap();
     let cfg = DevConfig {
-        port: 0,
-        su_port: 0,
-        data_dir: dir.path().join("data"),
         module: Some((module, ModuleFormat::Emscripten4Metering)),
+        ..DevConfig::new(dir.path().join("data"))
     };
     let dev = start(cfg.clone()).await.unwrap();
     let pid = dev.pid.clone();

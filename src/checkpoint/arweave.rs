@@ -183,7 +183,7 @@ pub async fn find<G: Gateway>(
 pub enum Choice {
     None,
     /// Few enough candidates: the newest is used as it is.
-    Use(ArweaveCheckpoint),
+    Use(Box<ArweaveCheckpoint>),
     /// More than `STEPS + RETRIES`: run [`validate`] over these, oldest first.
     Validate(Vec<ArweaveCheckpoint>),
 }
@@ -194,7 +194,7 @@ pub fn choose(mut candidates: Vec<ArweaveCheckpoint>, settings: &ArweaveSettings
     if candidates.is_empty() {
         Choice::None
     } else if candidates.len() <= settings.steps + settings.retries {
-        Choice::Use(candidates.pop().expect("not empty"))
+        Choice::Use(Box::new(candidates.pop().expect("not empty")))
     } else {
         Choice::Validate(candidates)
     }

@@ -111,6 +111,10 @@ settings! {
     process_memory_cache_checkpoint_interval = "PROCESS_MEMORY_CACHE_CHECKPOINT_INTERVAL",
     "Checkpoints kept per process (default 2)."
     checkpoint_keep = "CHECKPOINT_KEEP",
+    "Resident bytes of process memory kept before least recently used processes are evicted to a checkpoint (default 1073741824)."
+    process_memory_cache_max_size = "PROCESS_MEMORY_CACHE_MAX_SIZE",
+    "Ms a process may stay idle in memory before it is evicted (default 86400000; 0: no limit)."
+    process_memory_cache_ttl = "PROCESS_MEMORY_CACHE_TTL",
     "On SIGTERM: ms for in-flight evaluations and checkpoints before the server exits (default 30000)."
     shutdown_deadline_ms = "SHUTDOWN_DEADLINE_MS",
 }

@@ -80,6 +80,9 @@ pub struct ServeConfig {
     pub checkpoints: Option<CheckpointSettings>,
     /// Time SIGTERM gives in-flight evaluations and checkpoints.
     pub shutdown_deadline: Duration,
+    /// Resident bytes of process memory kept, and the idle time after which a process leaves.
+    pub residency_budget: u64,
+    pub residency_ttl: Option<Duration>,
 }
 
 /// Where and when memory checkpoints are written.
@@ -99,8 +102,6 @@ pub const INERT: &[(&str, &str)] = &[
     ("WASM_EVALUATION_WORKERS_DRY_RUN_MAX_QUEUE", "no separate dry-run pool yet"),
     ("WASM_MODULE_CACHE_MAX_SIZE", "compiled modules are cached on disk, without a count limit"),
     ("WASM_INSTANCE_CACHE_MAX_SIZE", "instances are pooled by wasmtime's allocator"),
-    ("PROCESS_MEMORY_CACHE_MAX_SIZE", "memory residency limits come with the worker pool"),
-    ("PROCESS_MEMORY_CACHE_TTL", "memory residency limits come with the worker pool"),
     ("PROCESS_MEMORY_CACHE_FILE_DIR", "checkpoints come with the worker pool"),
     ("PROCESS_CHECKPOINT_CREATION_THROTTLE", "Arweave checkpoints are not created"),
     ("DISABLE_PROCESS_CHECKPOINT_CREATION", "Arweave checkpoints are not created"),
@@ -224,13 +225,19 @@ impl ServeConfig {
         let checkpoint_dir = src
             .parse("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR", values::path)?
             .unwrap_or_else(|| data_dir.join("checkpoints"));
-        let checkpoints = (!disabled).then(|| CheckpointSettings {
+        let checkpoints = (!disabled).then_some(CheckpointSettings {
             dir: checkpoint_dir,
             policy: CheckpointPolicy { every_messages, every, keep, ..defaults },
         });
         let shutdown_deadline = src
             .parse("SHUTDOWN_DEADLINE_MS", |v| values::bounded(v, 0, 3_600_000))?
             .map_or(DEFAULT_SHUTDOWN_DEADLINE, Duration::from_millis);
+        let residency_budget = src
+            .parse("PROCESS_MEMORY_CACHE_MAX_SIZE", |v| values::bounded(v, 0, u64::MAX))?
+            .unwrap_or(crate::process::residency::DEFAULT_BUDGET);
+        let residency_ttl = src
+            .parse("PROCESS_MEMORY_CACHE_TTL", |v| values::bounded(v, 0, 365 * 86_400_000))?
+            .map_or(Some(crate::process::residency::DEFAULT_TTL), |ms| (ms > 0).then(|| Duration::from_millis(ms)));
         let policy = Policy {
             memory_max,
             compute_max,
@@ -261,6 +268,8 @@ impl ServeConfig {
             pool,
             checkpoints,
             shutdown_deadline,
+            residency_budget,
+            residency_ttl,
         };
         Ok((cfg, inert))
     }

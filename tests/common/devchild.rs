@@ -87,6 +87,7 @@ impl DevChild {
             .args(["dev", "--port", "0", "--su-port", "0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .env("RUST_LOG", "warn,metalcu=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -139,6 +140,11 @@ impl DevChild {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Everything the child (and earlier children on the same data directory) wrote to stderr.
+    pub fn stderr_all(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
     /// The last 8000 characters of the child's stderr.

@@ -164,7 +164,7 @@ fn few_candidates_use_the_newest_many_are_validated_by_windows() {
     let s = ArweaveSettings::default();
     assert_eq!(choose(vec![], &s), Choice::None);
     let few: Vec<_> = [4, 9, 2].into_iter().map(cand).collect();
-    assert_eq!(choose(few, &s), Choice::Use(cand(9)));
+    assert_eq!(choose(few, &s), Choice::Use(Box::new(cand(9))));
     let many: Vec<_> = (0..20).rev().map(cand).collect();
     let Choice::Validate(sorted) = choose(many, &s) else { panic!("20 > 15 candidates are validated") };
     assert_eq!(sorted.iter().map(|c| c.position.nonce).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());

@@ -10,10 +10,14 @@
 //! The state is taken out of its slot while the task works and put back only after a consistent
 //! exit: the live instance is checked out for each call and must be checked back in. A task that
 //! panics, is aborted, or loses the instance (a failed evaluation thread, a failed rollback, a
-//! failed commit) leaves the slot empty, and the next request loads the process afresh and
-//! replays it from the store's start as a restart does — a message is never evaluated on a fresh
-//! instance once an earlier one has changed the memory. Wasm runs on tokio's blocking threads
-//! (the pinned worker pool of issue 5 replaces them).
+//! failed commit) leaves the slot empty, and the next request loads the process afresh as a
+//! restart does (from its newest checkpoint that agrees with the store, else from the start) — a
+//! message is never evaluated on a fresh instance once an earlier one has changed the memory.
+//! Wasm runs on the pinned worker pool ([`crate::pool`]), keyed by process id.
+//!
+//! File checkpoints, residency (eviction under a memory budget) and shutdown are in
+//! [`persist`]: checkpoints by count (mid-walk, after a commit), by time (after a walk), on
+//! eviction and on shutdown; resume on load.
 //!
 //! Rollback without a per-call copy: the CU's rule (a call that throws or returns `Error` leaves
 //! the memory as it was) needs the pre-call memory only when a call fails. The runtime keeps a
@@ -27,27 +31,33 @@
 //! synthesized spawn message (§4.4), evaluated but not stored.
 //!
 //! Scheduler pages overlap on the last handled millisecond and grow when more messages share it
-//! than a page holds; long cron gaps are evaluated in bounded chunks. Not yet here (issue 5):
-//! resuming from stored checkpoints after a restart.
+//! than a page holds; long cron gaps are evaluated in bounded chunks.
+
+mod persist;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use super::cron::{self, Block, Cron, Gap, Progress, Tick};
 use super::msgs::{cron_message, dry_run_message, dry_run_refusal, hydrate_assignment, spawn_message};
 use super::options::{Policy, module_options};
+use super::residency::Residency;
 use crate::engine::ModuleFormat;
 use crate::engine::{Engine, Instance, LoadedModule, ProcessOptions};
 use crate::gateway::Gateway;
 use crate::gateway::drive::GatewayDrive;
 use crate::metrics::Metrics;
+use crate::pool::{PoolConfig, PoolError, WorkerPool};
 use crate::store::{Evaluation, Position, Store, Usage};
 use crate::su::hashchain::{self, Link};
 use crate::su::message::{Scheduled, map_node, owner_address, tag};
 use crate::su::scheduler::{PageQuery, Scheduler};
 use crate::su::types::Process;
+
+pub use persist::{Checkpointing, ShutdownReport};
 
 /// Successful messages between two in-memory images kept for rollback.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -81,6 +91,12 @@ impl CuError {
 /// The live state of one process.
 struct Loaded {
     module: Arc<LoadedModule>,
+    /// The module's id (checkpoints name it).
+    module_id: String,
+    /// Evaluations since the last checkpoint file, and when that was written (or the process
+    /// loaded).
+    ckpt_since: u64,
+    ckpt_at: Instant,
     opts: ProcessOptions,
     env: Value,
     /// Process block height (hash chains are checked from 1,440,000 on).
@@ -99,7 +115,7 @@ struct Loaded {
     link: Option<Link>,
     last_hash: Option<[u8; 32]>,
     /// Memory image after the message at `checkpoint.1` (None: start from a cold instance).
-    checkpoint: Option<(Vec<u8>, Position)>,
+    checkpoint: Option<(persist::RollbackImage, Position)>,
     /// `(timestamp, nonce)` of the last scheduled message handled (evaluated, or skipped as a
     /// duplicate assignment).
     handled: Option<(i64, u64)>,
@@ -128,6 +144,12 @@ pub struct Runtime<S: Scheduler, G: Gateway> {
     core: Arc<Core<S, G>>,
 }
 
+impl<S: Scheduler, G: Gateway> Clone for Runtime<S, G> {
+    fn clone(&self) -> Self {
+        Runtime { core: self.core.clone() }
+    }
+}
+
 /// What the evaluation tasks share.
 struct Core<S: Scheduler, G: Gateway> {
     engine: Arc<Engine>,
@@ -140,6 +162,19 @@ struct Core<S: Scheduler, G: Gateway> {
     processes: std::sync::Mutex<HashMap<String, Slot>>,
     /// Evaluations, gas, resident processes (see `crate::metrics`).
     metrics: Arc<Metrics>,
+    /// Where wasm runs: the pinned worker threads.
+    pool: WorkerPool,
+    /// File checkpoints (restart, eviction, shutdown), if on.
+    checkpoints: Option<persist::Checkpointing>,
+    /// Which processes stay in memory.
+    residency: std::sync::Mutex<Residency>,
+}
+
+fn pool_error(e: PoolError) -> CuError {
+    match e {
+        PoolError::Closed => CuError::new(503, "the CU is shutting down"),
+        other => CuError::new(500, format!("evaluation task: {other}")),
+    }
 }
 
 fn su_error(e: crate::su::scheduler::SuError) -> CuError {
@@ -238,6 +273,9 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let crons = cron::parse_crons(&process.tags).map_err(|e| CuError::new(422, format!("process {pid}: {e}")))?;
         let owner = owner_address(&process.owner);
         Ok(Loaded {
+            module_id: module_id.clone(),
+            ckpt_since: 0,
+            ckpt_at: Instant::now(),
             owner,
             crons,
             block_height: height,
@@ -282,7 +320,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let mut p = match guard.take() {
             Some(p) => p,
             None => {
-                let p = self.load(&pid).await?;
+                let mut p = self.load(&pid).await?;
+                self.resume(&pid, &mut p).await?;
                 self.metrics.process_loaded();
                 p
             }
@@ -299,7 +338,14 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             then(&self, &p, last)
         });
         if keep {
+            // Committed: a checkpoint now can never be ahead of the store.
+            self.checkpoint_if_due(&pid, &mut p, false).await;
+        }
+        if keep && !p.checked_out {
+            let resident = p.instance.as_ref().map_or(0, Instance::resident_bytes);
             *guard = Some(p);
+            drop(guard);
+            self.settle_residency(&pid, resident).await;
         } else {
             self.metrics.process_unloaded();
             tracing::warn!(
@@ -412,6 +458,10 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         p.link = Some(link);
         p.handled = Some((s.timestamp, s.nonce));
         p.block_height = height;
+        if self.checkpoint_due_by_count(p) {
+            // Mid-walk, so a long catch-up is checkpointed as it goes.
+            self.checkpoint_if_due(pid, p, false).await;
+        }
         Ok(())
     }
 
@@ -441,13 +491,15 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let instance = self.checkout(p)?;
         let env = p.env.clone();
         let call = msg.clone();
-        let (instance, out) = tokio::task::spawn_blocking(move || {
-            let mut instance = instance;
-            let out = instance.handle(&call, &env);
-            (instance, out)
-        })
-        .await
-        .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
+        let (instance, out) = self
+            .pool
+            .run(pid, move || {
+                let mut instance = instance;
+                let out = instance.handle(&call, &env);
+                (instance, out)
+            })
+            .await
+            .map_err(pool_error)?;
         if out.failed() {
             // The reference keeps the pre-call (empty) memory: start again from a fresh instance.
             tracing::warn!(
@@ -541,6 +593,9 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let position = Position { timestamp: tick.timestamp_ms, nonce, cron: Some(tick.cron.clone()) };
         self.evaluate_one(pid, p, msg, None, position, tick.block_height).await?;
         p.block_height = tick.block_height;
+        if self.checkpoint_due_by_count(p) {
+            self.checkpoint_if_due(pid, p, false).await;
+        }
         Ok(())
     }
 
@@ -580,14 +635,16 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let instance = self.checkout(p)?;
         let env = p.env.clone();
         let msg_for_call = msg.clone();
-        let (instance, out, hash) = tokio::task::spawn_blocking(move || {
-            let mut instance = instance;
-            let out = instance.handle(&msg_for_call, &env);
-            let hash = instance.state_hash();
-            (instance, out, hash)
-        })
-        .await
-        .map_err(|e| CuError::new(500, format!("evaluation task: {e}")))?;
+        let (instance, out, hash) = self
+            .pool
+            .run(pid, move || {
+                let mut instance = instance;
+                let out = instance.handle(&msg_for_call, &env);
+                let hash = instance.state_hash();
+                (instance, out, hash)
+            })
+            .await
+            .map_err(pool_error)?;
         let result = normalise(&out.result, out.accounting.gas, p.metering);
         self.metrics.evaluated(pid, message_id.as_deref(), &position, &out.accounting, out.failed());
         let state_hash = if out.failed() {
@@ -608,7 +665,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             p.last_hash = Some(hash);
             if p.since.len() >= CHECKPOINT_EVERY {
                 let image = p.instance.as_ref().expect("just checked in").memory_image();
-                p.checkpoint = Some((image, position.clone()));
+                p.checkpoint = Some((persist::RollbackImage::Owned(image), position.clone()));
                 p.since.clear();
             }
             hash
@@ -625,7 +682,10 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         };
         p.pending.push(e);
         p.last = Some(position);
-        if p.pending.len() >= crate::store::MAX_PAGE {
+        p.ckpt_since += 1;
+        // A checkpoint due by count is written by the caller once the link and block height of
+        // this evaluation are recorded; its evaluations are committed first.
+        if p.pending.len() >= crate::store::MAX_PAGE || self.checkpoint_due_by_count(p) {
             self.flush(p)?;
         }
         Ok(())
@@ -642,17 +702,20 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// The memory as it was before the failed call: the last image plus a replay of the messages
     /// since; checked against the recorded state hash.
     async fn rollback(&self, p: &Loaded) -> Result<(Instance, [u8; 32]), CuError> {
-        let mut instance = self.fresh(p, p.checkpoint.as_ref().map(|(img, _)| img.as_slice()))?;
+        let mut instance = self.fresh(p, p.checkpoint.as_ref().map(|(img, _)| img.bytes()))?;
         let (env, replay, want) = (p.env.clone(), p.since.clone(), p.last_hash);
-        let (instance, got) = tokio::task::spawn_blocking(move || {
-            for m in &replay {
-                instance.handle(m, &env);
-            }
-            let h = instance.state_hash();
-            (instance, h)
-        })
-        .await
-        .map_err(|e| CuError::new(500, format!("rollback task: {e}")))?;
+        let key = p.process.process_id.clone();
+        let (instance, got) = self
+            .pool
+            .run(&key, move || {
+                for m in &replay {
+                    instance.handle(m, &env);
+                }
+                let h = instance.state_hash();
+                (instance, h)
+            })
+            .await
+            .map_err(pool_error)?;
         if let Some(want) = want
             && want != got
         {
@@ -677,6 +740,9 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             cron_chunk: cron::MAX_TICKS_PER_CHUNK,
             processes: std::sync::Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::new()),
+            pool: WorkerPool::new(&PoolConfig::default()).expect("the default worker pool starts"),
+            checkpoints: None,
+            residency: std::sync::Mutex::new(Residency::new(u64::MAX, None)),
         };
         Runtime { core: Arc::new(core) }
     }
@@ -687,6 +753,50 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         let mut core = Arc::into_inner(self.core).expect("with_cron_chunk before the runtime is shared");
         core.cron_chunk = ticks.max(1);
         Runtime { core: Arc::new(core) }
+    }
+
+    /// This runtime, evaluating on `pool` instead of a default one (one pinned worker per CPU).
+    pub fn with_pool(self, pool: WorkerPool) -> Self {
+        let mut core = Arc::into_inner(self.core).expect("with_pool before the runtime is shared");
+        core.pool = pool;
+        Runtime { core: Arc::new(core) }
+    }
+
+    /// This runtime, writing file checkpoints into `store` by `policy` and resuming processes
+    /// from them (off by default).
+    pub fn with_checkpoints(
+        self,
+        store: Arc<crate::checkpoint::CheckpointStore>,
+        policy: crate::checkpoint::CheckpointPolicy,
+    ) -> Self {
+        let mut core = Arc::into_inner(self.core).expect("with_checkpoints before the runtime is shared");
+        core.checkpoints = Some(Checkpointing { store, policy });
+        Runtime { core: Arc::new(core) }
+    }
+
+    /// This runtime, keeping at most `budget` resident bytes of process memory and letting
+    /// processes idle for `ttl` go (default: no limit).
+    pub fn with_residency(self, budget: u64, ttl: Option<Duration>) -> Self {
+        let mut core = Arc::into_inner(self.core).expect("with_residency before the runtime is shared");
+        core.residency = std::sync::Mutex::new(Residency::new(budget, ttl));
+        Runtime { core: Arc::new(core) }
+    }
+
+    /// The worker pool evaluations run on.
+    pub fn pool(&self) -> &WorkerPool {
+        &self.core.pool
+    }
+
+    /// Processes held in memory now, and the resident bytes charged to them.
+    pub fn residency(&self) -> (usize, u64) {
+        let r = self.core.residency.lock().expect("residency lock");
+        (r.len(), r.total())
+    }
+
+    /// SIGTERM: lets evaluations in flight finish and checkpoints every process that evaluated
+    /// since its last checkpoint, within `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.core.shutdown(deadline).await
     }
 
     /// This runtime, recording into `metrics` (shared with the HTTP server and the SU client)
@@ -806,9 +916,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             })
             .await?;
         let msg = Value::Object(dry_run_message(msg, pid, last.map(|l| (l.position.timestamp, l.block_height))));
-        let out = tokio::task::spawn_blocking(move || fork.handle(&msg, &env))
-            .await
-            .map_err(|e| CuError::new(500, format!("dry-run task: {e}")))?;
+        let out = self.core.pool.run(pid, move || fork.handle(&msg, &env)).await.map_err(pool_error)?;
         self.core.metrics.dry_run(pid, &out.accounting, out.failed());
         Ok(normalise(&out.result, out.accounting.gas, metering))
     }

@@ -1,0 +1,235 @@
+//! The runtime's memory beyond one walk: file checkpoints (written by policy, on eviction and on
+//! shutdown; read back when a process is loaded), residency (least recently used processes leave
+//! memory past the budget) and shutdown.
+//!
+//! Invariants:
+//! - a checkpoint is written only after the evaluations it includes are committed to the store,
+//!   so a checkpoint is never ahead of the results;
+//! - a checkpoint is used only if the store holds an evaluation at its position with the same
+//!   state hash, and it is not past the store's latest evaluation: memory and results agree, and
+//!   everything after it is evaluated again and must match what is stored (the store refuses a
+//!   different result at a position it holds);
+//! - a failed write (disk full, unwritable directory) is logged and counted; evaluation and
+//!   serving go on, and no partial file is left (the checkpoint store writes a temporary file and
+//!   renames it);
+//! - evicting a process drops its memory only after its checkpoint, if due, was attempted; a
+//!   process whose checkpoint failed comes back from an older one or from the scheduler.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Core, CuError, Loaded, pool_error};
+use crate::checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStore};
+use crate::gateway::Gateway;
+use crate::su::scheduler::Scheduler;
+
+/// File checkpoints as the runtime uses them.
+pub struct Checkpointing {
+    pub store: Arc<CheckpointStore>,
+    pub policy: CheckpointPolicy,
+}
+
+/// The memory a rollback starts from: a copy taken in memory, or a mapped checkpoint file (only
+/// the pages it holds cost RAM).
+pub(super) enum RollbackImage {
+    Owned(Vec<u8>),
+    Mapped(Arc<crate::checkpoint::Loaded>),
+}
+
+impl RollbackImage {
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            RollbackImage::Owned(v) => v,
+            RollbackImage::Mapped(m) => m.memory(),
+        }
+    }
+}
+
+/// What [`Core::shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Processes whose checkpoint was written.
+    pub checkpointed: usize,
+    /// Processes whose checkpoint failed.
+    pub failed: usize,
+    /// Processes not reached before the deadline.
+    pub abandoned: usize,
+}
+
+impl<S: Scheduler, G: Gateway> Core<S, G> {
+    /// Resumes freshly loaded `p` from its newest checkpoint that agrees with the store (see the
+    /// module doc); leaves `p` untouched (replay from the start) when there is none.
+    pub(super) async fn resume(&self, pid: &str, p: &mut Loaded) -> Result<(), CuError> {
+        let Some(ck) = &self.checkpoints else { return Ok(()) };
+        let store_err = |e: crate::store::StoreError| CuError::new(500, e.to_string());
+        let Some(latest) = self.store.latest(pid).map_err(store_err)? else { return Ok(()) };
+        let started = Instant::now();
+        let (files, id, not_after, verify) = (ck.store.clone(), pid.to_string(), latest.position, ck.policy.verify);
+        let scan = tokio::task::spawn_blocking(move || files.latest_valid(&id, Some(&not_after), verify))
+            .await
+            .map_err(|e| CuError::new(500, format!("checkpoint read task: {e}")))?;
+        let loaded = match scan {
+            Ok(scan) => match scan.loaded {
+                Some(l) => Arc::new(l),
+                None => return Ok(()),
+            },
+            Err(e) => {
+                tracing::warn!(process_id = pid, "checkpoints not readable ({e}); replaying from the scheduler");
+                return Ok(());
+            }
+        };
+        let c = loaded.checkpoint().clone();
+        let hash = loaded.header.state_hash;
+        let agrees = c.module_id == p.module_id
+            && self.store.at(pid, &c.position).map_err(store_err)?.is_some_and(|e| e.state_hash == hash);
+        if !agrees {
+            tracing::warn!(
+                process_id = pid,
+                path = %loaded.path.display(),
+                "checkpoint does not match the stored evaluation at its position; replaying from the scheduler"
+            );
+            return Ok(());
+        }
+        let (engine, module, opts, image) = (self.engine.clone(), p.module.clone(), p.opts.clone(), loaded.clone());
+        let instance = self
+            .pool
+            .run(pid, move || engine.instantiate_image(&module, opts, image.memory()))
+            .await
+            .map_err(pool_error)?
+            .map_err(|e| CuError::new(500, format!("process instance from checkpoint: {e}")))?;
+        p.instance = Some(instance);
+        p.blank = false;
+        p.spawned = true;
+        p.handled = Some((c.position.timestamp, c.position.nonce));
+        p.block_height = c.block_height;
+        p.link = c.link.clone();
+        p.last_hash = Some(hash);
+        p.checkpoint = Some((RollbackImage::Mapped(loaded), c.position.clone()));
+        p.last = Some(c.position);
+        p.since.clear();
+        p.ckpt_since = 0;
+        p.ckpt_at = Instant::now();
+        self.metrics.checkpoint_restored(started.elapsed());
+        tracing::info!(process_id = pid, position = ?p.last, "resumed from a checkpoint");
+        Ok(())
+    }
+
+    /// Whether the count rule (every N evaluations) asks for a checkpoint now.
+    pub(super) fn checkpoint_due_by_count(&self, p: &Loaded) -> bool {
+        self.checkpoints.as_ref().is_some_and(|c| c.policy.every_messages.is_some_and(|n| p.ckpt_since >= n))
+    }
+
+    /// Writes a checkpoint of `p` when the policy says one is due (or `force`, for eviction and
+    /// shutdown) and it evaluated since its last one. `p` must be committed (nothing pending).
+    /// Returns whether a checkpoint was written; a failure is logged, never returned.
+    pub(super) async fn checkpoint_if_due(&self, pid: &str, p: &mut Loaded, force: bool) -> Option<bool> {
+        let ck = self.checkpoints.as_ref()?;
+        let due = p.ckpt_since > 0
+            && (force || ck.policy.should_checkpoint(p.ckpt_since, p.ckpt_at.elapsed()))
+            && p.pending.is_empty()
+            && !p.store_behind;
+        let (Some(position), true) = (p.last.clone(), due) else { return None };
+        let c = Checkpoint {
+            process_id: pid.to_string(),
+            module_id: p.module_id.clone(),
+            position,
+            block_height: p.block_height,
+            link: p.link.clone(),
+        };
+        let instance = self.checkout(p).ok()?;
+        let (files, keep, id) = (ck.store.clone(), ck.policy.keep, pid.to_string());
+        let started = Instant::now();
+        let ran = self
+            .pool
+            .run(pid, move || {
+                let r = files.write(&c, instance.memory()).and_then(|_| files.prune(&id, keep).map(|_| ()));
+                (instance, r)
+            })
+            .await;
+        match ran {
+            Ok((instance, r)) => {
+                self.checkin(p, instance);
+                match r {
+                    Ok(()) => {
+                        p.ckpt_since = 0;
+                        p.ckpt_at = Instant::now();
+                        self.metrics.checkpoint_written(started.elapsed());
+                        Some(true)
+                    }
+                    Err(e) => {
+                        tracing::warn!(process_id = pid, "checkpoint not written: {e}; evaluation goes on");
+                        Some(false)
+                    }
+                }
+            }
+            Err(e) => {
+                // The instance went with the job: the process reloads (checked_out stays set).
+                tracing::error!(process_id = pid, "checkpoint task: {e}");
+                Some(false)
+            }
+        }
+    }
+
+    /// Charges `pid` its resident memory and evicts the least recently used processes past the
+    /// budget or idle time (those in use are skipped this time).
+    pub(super) async fn settle_residency(&self, pid: &str, bytes: u64) {
+        let now = Instant::now();
+        let victims = {
+            let mut r = self.residency.lock().expect("residency lock");
+            r.touch(pid, bytes, now);
+            r.victims(pid, now)
+        };
+        for v in victims {
+            let slot = self.processes.lock().expect("process map").get(&v).cloned();
+            let Some(slot) = slot else {
+                self.residency.lock().expect("residency lock").remove(&v);
+                continue;
+            };
+            let Ok(mut guard) = slot.try_lock_owned() else { continue };
+            if let Some(mut p) = guard.take() {
+                if self.checkpoints.as_ref().is_some_and(|c| c.policy.on_eviction) {
+                    self.checkpoint_if_due(&v, &mut p, true).await;
+                }
+                drop(p);
+                self.metrics.process_evicted();
+                tracing::debug!(process_id = v, "evicted");
+            }
+            self.residency.lock().expect("residency lock").remove(&v);
+            drop(guard);
+            let mut map = self.processes.lock().expect("process map");
+            // Drop the map entry too unless a request is waiting on the slot.
+            if map.get(&v).is_some_and(|s| Arc::strong_count(s) <= 2) {
+                map.remove(&v);
+            }
+        }
+    }
+
+    /// SIGTERM: waits for each process's evaluation in flight (its lock), then checkpoints every
+    /// process that evaluated since its last checkpoint, all within `deadline`.
+    pub(super) async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let slots: Vec<(String, super::Slot)> =
+            self.processes.lock().expect("process map").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut report = ShutdownReport { abandoned: slots.len(), ..ShutdownReport::default() };
+        let on_shutdown = self.checkpoints.as_ref().is_some_and(|c| c.policy.on_shutdown);
+        let work = async {
+            for (pid, slot) in slots {
+                let mut guard = slot.lock_owned().await;
+                if let (Some(p), true) = (guard.as_mut(), on_shutdown) {
+                    match self.checkpoint_if_due(&pid, p, true).await {
+                        Some(true) => report.checkpointed += 1,
+                        Some(false) => report.failed += 1,
+                        None => {}
+                    }
+                    if p.checked_out {
+                        guard.take();
+                    }
+                }
+                report.abandoned -= 1;
+            }
+        };
+        if tokio::time::timeout(deadline, work).await.is_err() {
+            tracing::warn!(?deadline, "shutdown deadline reached before every process was checkpointed");
+        }
+        report
+    }
+}

@@ -1,0 +1,196 @@
+//! Checkpoints and residency in the runtime: processes evicted under a tiny memory budget come
+//! back from their checkpoints with every result and state hash identical to a runtime that never
+//! evicts; a restarted runtime resumes from checkpoints; a corrupt newest checkpoint is skipped;
+//! an unwritable checkpoint directory never stops evaluation.
+//!
+//! The counter module returns how many times it ran, so a process resumed from the wrong memory
+//! (or replayed from an empty one) shows in every later result.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metalcu::checkpoint::{CheckpointPolicy, CheckpointStore};
+use metalcu::engine::{Engine, EngineConfig};
+use metalcu::gateway::local::LocalGateway;
+use metalcu::process::evaluator::Runtime;
+use metalcu::process::options::Policy;
+use metalcu::store::{Evaluation, MemoryStore, Query, Store};
+use metalcu::su::local::{DEV_OWNER, LocalScheduler};
+use metalcu::su::types::Tag;
+
+const T0: u64 = 1_800_000_000_000;
+const PROCESSES: usize = 4;
+
+fn tag(n: &str, v: &str) -> Tag {
+    Tag { name: n.into(), value: v.into() }
+}
+
+struct World {
+    su: Arc<LocalScheduler>,
+    gateway: Arc<LocalGateway>,
+    engine: Arc<Engine>,
+    pids: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = AtomicU64::new(T0);
+    let su = LocalScheduler::open(
+        dir.path().join("su.redb"),
+        Box::new(move || clock.fetch_add(1000, Ordering::SeqCst) as i64),
+    )
+    .unwrap();
+    let gateway = Arc::new(LocalGateway::default());
+    let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
+    let module_tags = vec![
+        tag("Data-Protocol", "ao"),
+        tag("Type", "Module"),
+        tag("Module-Format", "wasm32-unknown-emscripten4"),
+        tag("Input-Encoding", "JSON-1"),
+        tag("Output-Encoding", "JSON-1"),
+        tag("Memory-Limit", "1-gb"),
+        tag("Compute-Limit", "9000000000000"),
+    ];
+    let module = gateway.register(DEV_OWNER, module_tags, wasm).unwrap();
+    let pids = (0..PROCESSES)
+        .map(|i| {
+            let tags = vec![
+                tag("Data-Protocol", "ao"),
+                tag("Type", "Process"),
+                tag("Module", &module),
+                tag("Name", &format!("p{i}")),
+            ];
+            su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id
+        })
+        .collect();
+    let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 16, ..EngineConfig::default() }).unwrap());
+    World { su: Arc::new(su), gateway, engine, pids, dir }
+}
+
+impl World {
+    fn runtime(&self, store: Arc<MemoryStore>) -> Runtime<LocalScheduler, LocalGateway> {
+        Runtime::new(self.engine.clone(), store, self.su.clone(), self.gateway.clone(), Policy::default())
+    }
+    fn post(&self, pid: &str, n: usize) {
+        for i in 0..n {
+            self.su.post(pid, DEV_OWNER, vec![], format!("m{i}")).unwrap();
+        }
+    }
+    fn checkpoints(&self, every: u64) -> (Arc<CheckpointStore>, CheckpointPolicy) {
+        let files = CheckpointStore::open(self.dir.path().join("checkpoints")).unwrap();
+        (Arc::new(files), CheckpointPolicy { every_messages: Some(every), every: None, ..CheckpointPolicy::default() })
+    }
+}
+
+fn stored(store: &MemoryStore, pid: &str) -> Vec<Evaluation> {
+    let q = Query { after: None, until: None, descending: false, limit: 1000, cron_only: false, hide_errors: false };
+    store.list(pid, &q).unwrap().0
+}
+
+/// Position, result and state hash of every evaluation of `pid`.
+fn trace(store: &MemoryStore, pid: &str) -> Vec<(u64, serde_json::Value, [u8; 32])> {
+    stored(store, pid).into_iter().map(|e| (e.position.nonce, e.result, e.state_hash)).collect()
+}
+
+/// The counter's outputs are 1, 2, … n: every message evaluated once, in order, on its memory.
+fn assert_counted(store: &MemoryStore, pid: &str, n: usize) {
+    let got: Vec<String> =
+        stored(store, pid).iter().map(|e| e.result["Output"].as_str().unwrap_or("?").to_string()).collect();
+    let want: Vec<String> = (1..=n).map(|k| k.to_string()).collect();
+    assert_eq!(got, want, "process {pid}");
+}
+
+fn metric(rt: &Runtime<LocalScheduler, LocalGateway>, name: &str) -> u64 {
+    let text = rt.metrics().encode();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_processes_come_back_from_checkpoints_with_identical_results() {
+    let w = world();
+    let (files, policy) = w.checkpoints(3);
+    let tight_store = Arc::new(MemoryStore::new());
+    // A budget of one byte: every use of a process evicts every other one.
+    let tight = w.runtime(tight_store.clone()).with_checkpoints(files.clone(), policy).with_residency(1, None);
+    let free_store = Arc::new(MemoryStore::new());
+    let free = w.runtime(free_store.clone());
+    for round in 0..4 {
+        for pid in &w.pids {
+            w.post(pid, 2 + round);
+            tight.evaluate_to(pid, None).await.unwrap();
+            free.evaluate_to(pid, None).await.unwrap();
+            assert_eq!(tight.residency().0, 1, "only the process just used stays resident");
+        }
+    }
+    let per_process = 1 + (2 + 3 + 4 + 5);
+    for pid in &w.pids {
+        assert_counted(&tight_store, pid, per_process);
+        assert_eq!(trace(&tight_store, pid), trace(&free_store, pid), "evictions changed nothing");
+        assert!(!files.list(pid).unwrap().is_empty(), "checkpoints written for {pid}");
+    }
+    assert!(metric(&tight, "metalcu_evictions_total") >= (PROCESSES * 4 - 1) as u64);
+    assert!(metric(&tight, "metalcu_checkpoint_restore_duration_seconds_count") >= PROCESSES as u64 * 3);
+    assert_eq!(free.residency().0, PROCESSES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runtime_resumes_from_checkpoints_skipping_a_corrupt_one() {
+    let w = world();
+    let store = Arc::new(MemoryStore::new());
+    let pid = w.pids[0].clone();
+    {
+        let (files, policy) = w.checkpoints(4);
+        let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+        w.post(&pid, 10);
+        rt.evaluate_to(&pid, None).await.unwrap();
+        // 3 and 7 were written by count (the spawn is nonce 0), shutdown writes 10; keep = 2.
+        let report = rt.shutdown(std::time::Duration::from_secs(10)).await;
+        assert_eq!((report.checkpointed, report.failed, report.abandoned), (1, 0, 0));
+    }
+    // Corrupt the newest checkpoint's memory (a byte in the last stored page).
+    let ckdir = w.dir.path().join("checkpoints");
+    let (files, policy) = w.checkpoints(4);
+    let entries = files.list(&pid).unwrap();
+    assert_eq!(entries.iter().map(|e| e.position.nonce).collect::<Vec<_>>(), vec![7, 10]);
+    let newest = &entries.last().unwrap().path;
+    let mut bytes = std::fs::read(newest).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0xff;
+    std::fs::write(newest, bytes).unwrap();
+    drop(files);
+    // Restart: resumes from the older checkpoint (7), re-evaluates 8 to 10 (identical to what is
+    // stored), then goes on.
+    let files = Arc::new(CheckpointStore::open(&ckdir).unwrap());
+    let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+    w.post(&pid, 3);
+    rt.evaluate_to(&pid, None).await.unwrap();
+    assert_counted(&store, &pid, 14);
+    assert_eq!(metric(&rt, "metalcu_checkpoint_restore_duration_seconds_count"), 1);
+    let fresh = Arc::new(MemoryStore::new());
+    w.runtime(fresh.clone()).evaluate_to(&pid, None).await.unwrap();
+    assert_eq!(trace(&store, &pid), trace(&fresh, &pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_checkpoint_directory_never_stops_evaluation() {
+    let w = world();
+    let store = Arc::new(MemoryStore::new());
+    let pid = w.pids[1].clone();
+    let (files, policy) = w.checkpoints(2);
+    // The process's checkpoint directory cannot be created: a file stands where it would go.
+    std::fs::write(files.dir().join(&pid), b"not a directory").unwrap();
+    let rt = w.runtime(store.clone()).with_checkpoints(files.clone(), policy).with_residency(1, None);
+    w.post(&pid, 6);
+    rt.evaluate_to(&pid, None).await.unwrap();
+    // Another process evicts it (its checkpoint fails too); it comes back by replay.
+    w.post(&w.pids[2], 1);
+    rt.evaluate_to(&w.pids[2], None).await.unwrap();
+    w.post(&pid, 2);
+    rt.evaluate_to(&pid, None).await.unwrap();
+    assert_counted(&store, &pid, 9);
+    assert_eq!(metric(&rt, "metalcu_checkpoint_write_duration_seconds_count"), 1, "only the other process's write");
+    assert!(std::fs::read(files.dir().join(&pid)).unwrap() == b"not a directory", "nothing written over it");
+}
