@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use metalcu::checkpoint::{CheckpointPolicy, CheckpointStore};
 use metalcu::engine::{Engine, EngineConfig};
 use metalcu::gateway::local::LocalGateway;
+use metalcu::pool::{PoolConfig, WorkerPool};
 use metalcu::process::evaluator::Runtime;
 use metalcu::process::options::Policy;
 use metalcu::store::{Evaluation, MemoryStore, Query, Store};
@@ -21,7 +22,7 @@ use metalcu::su::local::{DEV_OWNER, LocalScheduler};
 use metalcu::su::types::Tag;
 
 const T0: u64 = 1_800_000_000_000;
-const PROCESSES: usize = 4;
+const PROCESSES: usize = 8;
 
 fn tag(n: &str, v: &str) -> Tag {
     Tag { name: n.into(), value: v.into() }
@@ -66,7 +67,7 @@ fn world() -> World {
             su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id
         })
         .collect();
-    let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 16, ..EngineConfig::default() }).unwrap());
+    let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 32, ..EngineConfig::default() }).unwrap());
     World { su: Arc::new(su), gateway, engine, pids, dir }
 }
 
@@ -134,6 +135,28 @@ async fn evicted_processes_come_back_from_checkpoints_with_identical_results() {
     assert!(metric(&tight, "metalcu_evictions_total") >= (PROCESSES * 4 - 1) as u64);
     assert!(metric(&tight, "metalcu_checkpoint_restore_duration_seconds_count") >= PROCESSES as u64 * 3);
     assert_eq!(free.residency().0, PROCESSES);
+}
+
+/// More processes than the engine's instance pool holds: the runtime keeps at most the pool's
+/// slots less a headroom resident and evicts the rest, so no process ever finds the pool full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn residency_never_exceeds_the_instance_pool() {
+    let w = world();
+    let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 8, ..EngineConfig::default() }).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let one_worker = WorkerPool::new(&PoolConfig { workers: 1, ..PoolConfig::default() }).unwrap();
+    let rt =
+        Runtime::new(engine, store.clone(), w.su.clone(), w.gateway.clone(), Policy::default()).with_pool(one_worker);
+    for round in 0..2 {
+        for pid in &w.pids {
+            w.post(pid, 1);
+            rt.evaluate_to(pid, None).await.unwrap();
+            assert!(rt.residency().0 <= 8 - 3, "round {round}: {} resident", rt.residency().0);
+        }
+    }
+    for pid in &w.pids {
+        assert_counted(&store, pid, 3);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,10 @@
 //! holds, least recently used first out, and an idle time after which a process is let go
 //! whatever the budget.
 //!
+//! A count cap sits beside the byte budget: each resident process holds one slot of the engine's
+//! instance pool, so at most `slots − headroom` stay resident (the headroom is for dry-run forks
+//! and rollbacks in flight), and a new process never finds the pool full.
+//!
 //! The runtime charges each process the RAM its memory actually occupies
 //! ([`crate::engine::Instance::resident_bytes`]) after every use, asks [`Residency::victims`]
 //! for the processes to evict, and evicts those it can (a process in use is skipped and asked
@@ -30,6 +34,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Residency {
     budget: u64,
+    /// Most processes resident at once.
+    max_count: usize,
     ttl: Option<Duration>,
     entries: HashMap<String, Entry>,
     /// `(tick, pid)` of every entry: least recently used first.
@@ -40,7 +46,25 @@ pub struct Residency {
 
 impl Residency {
     pub fn new(budget: u64, ttl: Option<Duration>) -> Residency {
-        Residency { budget, ttl, entries: HashMap::new(), order: BTreeSet::new(), total: 0, tick: 0 }
+        Residency {
+            budget,
+            max_count: usize::MAX,
+            ttl,
+            entries: HashMap::new(),
+            order: BTreeSet::new(),
+            total: 0,
+            tick: 0,
+        }
+    }
+
+    /// The same ledger keeping at most `max` processes (at least 1).
+    pub fn with_max_count(mut self, max: usize) -> Residency {
+        self.max_count = max.max(1);
+        self
+    }
+
+    pub fn max_count(&self) -> usize {
+        self.max_count
     }
 
     pub fn budget(&self) -> u64 {
@@ -84,19 +108,20 @@ impl Residency {
     }
 
     /// Processes to evict, least recently used first: every one idle past the TTL, then more
-    /// until the rest fits the budget; never `keep`.
+    /// until the rest fits the budget and the count cap; never `keep`.
     pub fn victims(&self, keep: &str, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
-        let mut total = self.total;
+        let (mut total, mut count) = (self.total, self.entries.len());
         for (_, pid) in &self.order {
             if pid == keep {
                 continue;
             }
             let e = self.entries[pid];
             let idle = self.ttl.is_some_and(|ttl| now.saturating_duration_since(e.at) >= ttl);
-            if idle || total > self.budget {
+            if idle || total > self.budget || count > self.max_count {
                 out.push(pid.clone());
                 total -= e.bytes;
+                count -= 1;
             }
         }
         out
@@ -131,6 +156,17 @@ mod tests {
         r.remove("a");
         r.touch("c", 500, t0);
         assert!(r.victims("c", t0).is_empty());
+    }
+
+    #[test]
+    fn the_count_cap_evicts_past_it_whatever_the_bytes() {
+        let t0 = Instant::now();
+        let mut r = Residency::new(u64::MAX, None).with_max_count(2);
+        for p in ["a", "b", "c", "d"] {
+            r.touch(p, 1, t0);
+        }
+        assert_eq!(r.victims("d", t0), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(Residency::new(1, None).with_max_count(0).max_count(), 1);
     }
 
     #[test]

@@ -744,6 +744,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             checkpoints: None,
             residency: std::sync::Mutex::new(Residency::new(u64::MAX, None)),
         };
+        let core = Core::with_instance_cap(core);
         Runtime { core: Arc::new(core) }
     }
 
@@ -759,7 +760,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     pub fn with_pool(self, pool: WorkerPool) -> Self {
         let mut core = Arc::into_inner(self.core).expect("with_pool before the runtime is shared");
         core.pool = pool;
-        Runtime { core: Arc::new(core) }
+        Runtime { core: Arc::new(Core::with_instance_cap(core)) }
     }
 
     /// This runtime, writing file checkpoints into `store` by `policy` and resuming processes
@@ -779,7 +780,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     pub fn with_residency(self, budget: u64, ttl: Option<Duration>) -> Self {
         let mut core = Arc::into_inner(self.core).expect("with_residency before the runtime is shared");
         core.residency = std::sync::Mutex::new(Residency::new(budget, ttl));
-        Runtime { core: Arc::new(core) }
+        Runtime { core: Arc::new(Core::with_instance_cap(core)) }
     }
 
     /// The worker pool evaluations run on.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::{Core, CuError, Loaded, pool_error};
 use crate::checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStore};
 use crate::gateway::Gateway;
+use crate::process::residency::Residency;
 use crate::su::scheduler::Scheduler;
 
 /// File checkpoints as the runtime uses them.
@@ -168,6 +169,17 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
                 Some(false)
             }
         }
+    }
+
+    /// `core` with its residency capped at the processes the engine's instance pool holds, less
+    /// a headroom of two instances per worker (dry-run forks, rollbacks) and one spare.
+    pub(super) fn with_instance_cap(core: Self) -> Self {
+        let slots = core.engine.config().pool_slots as usize;
+        let headroom = 2 * core.pool.workers() + 1;
+        let cap = slots.saturating_sub(headroom).max(1);
+        let r = std::mem::replace(&mut *core.residency.lock().expect("residency lock"), Residency::new(0, None));
+        *core.residency.lock().expect("residency lock") = r.with_max_count(cap);
+        core
     }
 
     /// Charges `pid` its resident memory and evicts the least recently used processes past the
