@@ -109,6 +109,9 @@ pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) config: EngineConfig,
     modules: Mutex<HashMap<(blake3::Hash, ModuleFormat), Arc<LoadedModule>>>,
+    /// One lock per module being loaded: concurrent loads of one module compile it once (the
+    /// others wait and take the result), never once each.
+    loading: Mutex<HashMap<(blake3::Hash, ModuleFormat), Arc<Mutex<()>>>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -157,7 +160,13 @@ impl Engine {
                 })
                 .map_err(|e| EngineError::Instantiate(format!("epoch thread: {e}")))?;
         }
-        Ok(Engine { engine, config, modules: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(Engine {
+            engine,
+            config,
+            modules: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
     }
 
     /// The configuration the engine was built with.
@@ -171,9 +180,26 @@ impl Engine {
             return Err(EngineError::ModuleTooLarge(wasm.len()));
         }
         let hash = blake3::hash(wasm);
-        if let Some(m) = self.modules.lock().expect("module map").get(&(hash, format)) {
+        let key = (hash, format);
+        if let Some(m) = self.modules.lock().expect("module map").get(&key) {
             return Ok(m.clone());
         }
+        let turn = self.loading.lock().expect("loading map").entry(key).or_default().clone();
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = self.modules.lock().expect("module map").get(&key) {
+            return Ok(m.clone());
+        }
+        let loaded = self.load_uncached(wasm, hash, format);
+        self.loading.lock().expect("loading map").remove(&key);
+        loaded
+    }
+
+    fn load_uncached(
+        &self,
+        wasm: &[u8],
+        hash: blake3::Hash,
+        format: ModuleFormat,
+    ) -> Result<Arc<LoadedModule>, EngineError> {
         let module = cache::compile_cached(self, wasm, hash, format)?;
         let mut linker = wasmtime::Linker::new(&self.engine);
         host::define_imports(&mut linker, &module, format.dialect())

@@ -107,6 +107,11 @@ impl Residency {
         self.check();
     }
 
+    /// Every tracked process, least recently used first.
+    pub fn lru(&self) -> Vec<String> {
+        self.order.iter().map(|(_, pid)| pid.clone()).collect()
+    }
+
     /// Processes to evict, least recently used first: every one idle past the TTL, then more
     /// until the rest fits the budget and the count cap; never `keep`.
     pub fn victims(&self, keep: &str, now: Instant) -> Vec<String> {

@@ -90,6 +90,8 @@ impl CuError {
 
 /// The live state of one process.
 struct Loaded {
+    /// This process's place among the processes holding an instance (released on drop).
+    admitted: Option<tokio::sync::OwnedSemaphorePermit>,
     module: Arc<LoadedModule>,
     /// The module's id (checkpoints name it).
     module_id: String,
@@ -168,6 +170,10 @@ struct Core<S: Scheduler, G: Gateway> {
     checkpoints: Option<persist::Checkpointing>,
     /// Which processes stay in memory.
     residency: std::sync::Mutex<Residency>,
+    /// One permit per process holding an instance: the engine's pool slots less the headroom.
+    admission: Arc<tokio::sync::Semaphore>,
+    /// One permit per dry-run fork alive (the headroom's share for forks).
+    forks: Arc<tokio::sync::Semaphore>,
 }
 
 fn pool_error(e: PoolError) -> CuError {
@@ -273,6 +279,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let crons = cron::parse_crons(&process.tags).map_err(|e| CuError::new(422, format!("process {pid}: {e}")))?;
         let owner = owner_address(&process.owner);
         Ok(Loaded {
+            admitted: None,
             module_id: module_id.clone(),
             ckpt_since: 0,
             ckpt_at: Instant::now(),
@@ -320,7 +327,9 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let mut p = match guard.take() {
             Some(p) => p,
             None => {
+                let admitted = self.admit(&pid).await?;
                 let mut p = self.load(&pid).await?;
+                p.admitted = Some(admitted);
                 self.resume(&pid, &mut p).await?;
                 self.metrics.process_loaded();
                 p
@@ -619,6 +628,13 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             }
             next = last_height + 1;
         }
+        if out.len() > MAX_BLOCKS_PER_GAP {
+            // Never evaluate block crons over a truncated list of blocks (wrong heights).
+            return Err(CuError::new(
+                503,
+                format!("a cron gap spans more than {MAX_BLOCKS_PER_GAP} gateway blocks from height {min_height}"),
+            ));
+        }
         Ok(out)
     }
 
@@ -743,6 +759,8 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             pool: WorkerPool::new(&PoolConfig::default()).expect("the default worker pool starts"),
             checkpoints: None,
             residency: std::sync::Mutex::new(Residency::new(u64::MAX, None)),
+            admission: Arc::new(tokio::sync::Semaphore::new(1)),
+            forks: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let core = Core::with_instance_cap(core);
         Runtime { core: Arc::new(core) }
@@ -904,6 +922,9 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             }
             None => None,
         };
+        // A fork holds an instance of the engine's pool: at most the headroom's share at once.
+        let _fork_slot =
+            self.core.forks.clone().acquire_owned().await.map_err(|_| CuError::new(503, "shutting down"))?;
         let (mut fork, env, metering, last) = self
             .run(pid, target.map(|t| t.0), move |core, p, last| {
                 if let (Some((ts, nonce)), Some(at)) = (target, &p.last)

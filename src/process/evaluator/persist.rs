@@ -24,6 +24,9 @@ use crate::gateway::Gateway;
 use crate::process::residency::Residency;
 use crate::su::scheduler::Scheduler;
 
+/// Longest wait for a process slot when every resident process is busy.
+pub const ADMIT_WAIT: Duration = Duration::from_secs(30);
+
 /// File checkpoints as the runtime uses them.
 pub struct Checkpointing {
     pub store: Arc<CheckpointStore>,
@@ -173,13 +176,76 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
 
     /// `core` with its residency capped at the processes the engine's instance pool holds, less
     /// a headroom of two instances per worker (dry-run forks, rollbacks) and one spare.
-    pub(super) fn with_instance_cap(core: Self) -> Self {
+    pub(super) fn with_instance_cap(mut core: Self) -> Self {
         let slots = core.engine.config().pool_slots as usize;
-        let headroom = 2 * core.pool.workers() + 1;
-        let cap = slots.saturating_sub(headroom).max(1);
+        let forks = (2 * core.pool.workers()).min(slots / 2).max(1);
+        let cap = slots.saturating_sub(forks + 1).max(1);
         let r = std::mem::replace(&mut *core.residency.lock().expect("residency lock"), Residency::new(0, None));
         *core.residency.lock().expect("residency lock") = r.with_max_count(cap);
+        core.admission = Arc::new(tokio::sync::Semaphore::new(cap));
+        core.forks = Arc::new(tokio::sync::Semaphore::new(forks));
         core
+    }
+
+    /// A place for `pid` among the processes holding an instance: at once if one is free, else
+    /// by evicting the least recently used idle process, else by waiting (at most
+    /// [`ADMIT_WAIT`]) for one to leave; then 503.
+    pub(super) async fn admit(&self, pid: &str) -> Result<tokio::sync::OwnedSemaphorePermit, CuError> {
+        loop {
+            if let Ok(permit) = self.admission.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            if self.evict_lru(pid).await {
+                continue;
+            }
+            return match tokio::time::timeout(ADMIT_WAIT, self.admission.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Ok(permit),
+                _ => Err(CuError::new(
+                    503,
+                    format!("every process slot of this CU is busy ({ADMIT_WAIT:?}); try again later"),
+                )),
+            };
+        }
+    }
+
+    /// Evicts the least recently used idle process other than `except`; false when none could be.
+    async fn evict_lru(&self, except: &str) -> bool {
+        let order = self.residency.lock().expect("residency lock").lru();
+        for v in order.iter().filter(|v| v.as_str() != except) {
+            if self.evict(v).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Evicts `v` if it is idle: its checkpoint (if due and the policy says so), then its memory
+    /// and its place. Returns whether an instance was let go.
+    async fn evict(&self, v: &str) -> bool {
+        let slot = self.processes.lock().expect("process map").get(v).cloned();
+        let Some(slot) = slot else {
+            self.residency.lock().expect("residency lock").remove(v);
+            return false;
+        };
+        let Ok(mut guard) = slot.try_lock_owned() else { return false };
+        let mut evicted = false;
+        if let Some(mut p) = guard.take() {
+            if self.checkpoints.as_ref().is_some_and(|c| c.policy.on_eviction) {
+                self.checkpoint_if_due(v, &mut p, true).await;
+            }
+            drop(p);
+            self.metrics.process_evicted();
+            tracing::debug!(process_id = v, "evicted");
+            evicted = true;
+        }
+        self.residency.lock().expect("residency lock").remove(v);
+        drop(guard);
+        let mut map = self.processes.lock().expect("process map");
+        // Drop the map entry too unless a request is waiting on the slot.
+        if map.get(v).is_some_and(|s| Arc::strong_count(s) <= 2) {
+            map.remove(v);
+        }
+        evicted
     }
 
     /// Charges `pid` its resident memory and evicts the least recently used processes past the
@@ -192,27 +258,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             r.victims(pid, now)
         };
         for v in victims {
-            let slot = self.processes.lock().expect("process map").get(&v).cloned();
-            let Some(slot) = slot else {
-                self.residency.lock().expect("residency lock").remove(&v);
-                continue;
-            };
-            let Ok(mut guard) = slot.try_lock_owned() else { continue };
-            if let Some(mut p) = guard.take() {
-                if self.checkpoints.as_ref().is_some_and(|c| c.policy.on_eviction) {
-                    self.checkpoint_if_due(&v, &mut p, true).await;
-                }
-                drop(p);
-                self.metrics.process_evicted();
-                tracing::debug!(process_id = v, "evicted");
-            }
-            self.residency.lock().expect("residency lock").remove(&v);
-            drop(guard);
-            let mut map = self.processes.lock().expect("process map");
-            // Drop the map entry too unless a request is waiting on the slot.
-            if map.get(&v).is_some_and(|s| Arc::strong_count(s) <= 2) {
-                map.remove(&v);
-            }
+            self.evict(&v).await;
         }
     }
 
