@@ -168,6 +168,8 @@ struct Core<S: Scheduler, G: Gateway> {
     checkpoints: Option<persist::Checkpointing>,
     /// Which processes stay in memory.
     residency: std::sync::Mutex<Residency>,
+    /// Hydration of processes new to this CU from Arweave checkpoints, if on.
+    arweave: Option<persist::ArweaveHydration>,
 }
 
 fn pool_error(e: PoolError) -> CuError {
@@ -743,6 +745,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             pool: WorkerPool::new(&PoolConfig::default()).expect("the default worker pool starts"),
             checkpoints: None,
             residency: std::sync::Mutex::new(Residency::new(u64::MAX, None)),
+            arweave: None,
         };
         Runtime { core: Arc::new(core) }
     }
