@@ -3,7 +3,8 @@
 //! evaluating the process on another runtime and taking its memory after message k), starts from
 //! it, and every later result and state hash equals those of a runtime that evaluated from the
 //! start; records that must not be trusted (wrong SHA-256, untrusted owner, ignored process) are
-//! not used and the process is replayed from the scheduler, with the same results.
+//! not used and the process is replayed from the scheduler, with the same results; neither are
+//! records when there are more than `STEPS + RETRIES` (metalcu does not run validation replays).
 //!
 //! The counter module returns how many times it ran, so a process started from the wrong memory
 //! (or replayed from an empty one when it should not be) shows in every later result.
@@ -151,7 +152,13 @@ impl World {
     }
 
     async fn publish(&self, owner: &str, sha: Option<String>) -> Vec<u8> {
-        let (memory, tags) = self.checkpoint_at_k(sha).await;
+        self.publish_as(owner, sha, "00000000-0000-4000-8000-000000000000").await
+    }
+
+    /// [`Self::publish`] with another `Unit-Identifier` (so another record id).
+    async fn publish_as(&self, owner: &str, sha: Option<String>, unit: &str) -> Vec<u8> {
+        let (memory, mut tags) = self.checkpoint_at_k(sha).await;
+        tags.iter_mut().filter(|t| t.name == "Unit-Identifier").for_each(|t| t.value = unit.to_string());
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&memory).unwrap();
         self.gateway.inner.register(owner, tags, gz.finish().unwrap()).unwrap();
@@ -303,4 +310,36 @@ async fn a_process_with_stored_results_is_not_hydrated() {
     rt.evaluate_to(&w.pid, None).await.unwrap();
     assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 0, "known to this CU: never queried");
     assert_eq!(trace(&store, &w.pid), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_owners_records_are_used_when_they_exist() {
+    let w = world();
+    let preferred = "preferred-checkpoint-owner-0000000000000000";
+    w.publish(preferred, None).await;
+    let want = from_the_start(&w).await;
+    let settings = ArweaveSettings { preferred_owners: vec![preferred.to_string()], ..trusting(TRUSTED) };
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), settings);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 2, "trusted, then preferred owners");
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_records_than_can_be_used_without_validation_are_not_used() {
+    let w = world();
+    let settings = trusting(TRUSTED);
+    let many = settings.steps + settings.retries + 1;
+    for i in 0..many {
+        w.publish_as(TRUSTED, None, &format!("00000000-0000-4000-8000-{i:012}")).await;
+    }
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), settings);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
+    assert_eq!(restores(&rt), 0, "{many} records: validation replays would be needed");
+    assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
 }
