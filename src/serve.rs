@@ -90,6 +90,9 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR {}: {e}", ck.dir.display()))?;
         runtime = runtime.with_checkpoints(Arc::new(files), ck.policy.clone());
     }
+    if let Some(arweave) = &cfg.arweave {
+        runtime = runtime.with_arweave_checkpoints(arweave.clone(), &cfg.address);
+    }
     let service = Arc::new(Service { runtime: runtime.clone(), address: cfg.address.clone() });
     let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
         .await

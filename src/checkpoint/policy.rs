@@ -28,6 +28,9 @@ pub struct CheckpointPolicy {
     pub keep: usize,
     /// How much of a checkpoint is verified when it is restored.
     pub verify: Verify,
+    /// Whether a freshly loaded process resumes from its checkpoints (`IGNORE_LOCAL_CHECKPOINTS=true`
+    /// turns this off: checkpoints are still written, never read back).
+    pub resume: bool,
 }
 
 impl Default for CheckpointPolicy {
@@ -39,6 +42,7 @@ impl Default for CheckpointPolicy {
             on_shutdown: true,
             keep: DEFAULT_KEEP,
             verify: Verify::default(),
+            resume: true,
         }
     }
 }

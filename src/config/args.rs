@@ -117,4 +117,22 @@ settings! {
     process_memory_cache_ttl = "PROCESS_MEMORY_CACHE_TTL",
     "On SIGTERM: ms for in-flight evaluations and checkpoints before the server exits (default 30000)."
     shutdown_deadline_ms = "SHUTDOWN_DEADLINE_MS",
+    "`true` (default): a process new to this CU starts from an Arweave checkpoint of a trusted owner when one is found."
+    arweave_checkpoint_hydration = "ARWEAVE_CHECKPOINT_HYDRATION",
+    "Comma-separated wallet addresses whose Arweave checkpoints are used (default: this CU's own address)."
+    process_checkpoint_trusted_owners = "PROCESS_CHECKPOINT_TRUSTED_OWNERS",
+    "Comma-separated owners whose Arweave checkpoints are used instead, when they have any."
+    process_checkpoint_preferred_owners = "PROCESS_CHECKPOINT_PREFERRED_OWNERS",
+    "Comma-separated Arweave checkpoint ids never used."
+    ignore_arweave_checkpoints = "IGNORE_ARWEAVE_CHECKPOINTS",
+    "Comma-separated process ids that never start from an Arweave checkpoint."
+    process_ignore_arweave_checkpoints = "PROCESS_IGNORE_ARWEAVE_CHECKPOINTS",
+    "`true`: processes never resume from their file checkpoints (still written) (default false)."
+    ignore_local_checkpoints = "IGNORE_LOCAL_CHECKPOINTS",
+    "Arweave checkpoints in a validation window (default 10; with more than STEPS + RETRIES records none is used)."
+    checkpont_validation_steps = "CHECKPONT_VALIDATION_STEPS",
+    "Share of a validation window's replays that must match, 0 to 1 (default 0.75)."
+    checkpont_validation_thresh = "CHECKPONT_VALIDATION_THRESH",
+    "Validation windows tried (default 5)."
+    checkpont_validation_retries = "CHECKPONT_VALIDATION_RETRIES",
 }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::checkpoint::CheckpointPolicy;
+use crate::checkpoint::arweave::{ArweaveSettings, QUERY_LIMIT};
 use crate::engine::ModuleFormat;
 use crate::net::IoMode;
 use crate::pool::{MAX_QUEUE_DEPTH, MAX_WORKERS, PoolConfig};
@@ -83,6 +84,9 @@ pub struct ServeConfig {
     /// Resident bytes of process memory kept, and the idle time after which a process leaves.
     pub residency_budget: u64,
     pub residency_ttl: Option<Duration>,
+    /// Hydration of processes new to this CU from Arweave checkpoints (`None`: turned off). An
+    /// empty trusted owner list means the CU's own address.
+    pub arweave: Option<ArweaveSettings>,
 }
 
 /// Where and when memory checkpoints are written.
@@ -107,20 +111,12 @@ pub const INERT: &[(&str, &str)] = &[
     ("DISABLE_PROCESS_CHECKPOINT_CREATION", "Arweave checkpoints are not created"),
     ("EAGER_CHECKPOINT_ACCUMULATED_GAS_THRESHOLD", "checkpoints come with the worker pool"),
     ("EAGER_CHECKPOINT_EVAL_TIME_THRESHOLD", "checkpoints come with the worker pool"),
-    ("PROCESS_CHECKPOINT_TRUSTED_OWNERS", "Arweave checkpoints are not read"),
-    ("IGNORE_ARWEAVE_CHECKPOINTS", "Arweave checkpoints are not read"),
-    ("IGNORE_LOCAL_CHECKPOINTS", "checkpoints come with the worker pool"),
     ("BUSY_THRESHOLD", "requests wait for their evaluation"),
     ("HYDRATION_MODE_NONCE_LIMIT", "requests wait for their evaluation"),
     ("ENABLE_METRICS_ENDPOINT", "no /metrics yet"),
     ("MEM_MONITOR_INTERVAL", "use RUST_LOG for logging"),
     ("DEFAULT_LOG_LEVEL", "use RUST_LOG for logging"),
     ("DISABLE_PROCESS_EVALUATION_CACHE", "evaluations are always stored: results are never recomputed"),
-    ("PROCESS_CHECKPOINT_PREFERRED_OWNERS", "Arweave checkpoints are not read"),
-    ("PROCESS_IGNORE_ARWEAVE_CHECKPOINTS", "Arweave checkpoints are not read"),
-    ("CHECKPONT_VALIDATION_STEPS", "Arweave checkpoints are not read"),
-    ("CHECKPONT_VALIDATION_THRESH", "Arweave checkpoints are not read"),
-    ("CHECKPONT_VALIDATION_RETRIES", "Arweave checkpoints are not read"),
     ("DRY_RUN_DEFAULT_MAX_PROCESS_AGE", "dry-runs fork the live memory, never a stale copy"),
     ("DRY_RUN_PROCESS_CACHE_TTL", "dry-runs fork the live memory, never a stale copy"),
     ("DRY_RUN_RESULT_MAX_AGE", "dry-run results are not cached"),
@@ -225,10 +221,12 @@ impl ServeConfig {
         let checkpoint_dir = src
             .parse("PROCESS_MEMORY_FILE_CHECKPOINTS_DIR", values::path)?
             .unwrap_or_else(|| data_dir.join("checkpoints"));
+        let ignore_local = src.parse("IGNORE_LOCAL_CHECKPOINTS", values::boolean)?.unwrap_or(false);
         let checkpoints = (!disabled).then_some(CheckpointSettings {
             dir: checkpoint_dir,
-            policy: CheckpointPolicy { every_messages, every, keep, ..defaults },
+            policy: CheckpointPolicy { every_messages, every, keep, resume: !ignore_local, ..defaults },
         });
+        let arweave = arweave_settings(&src)?;
         let shutdown_deadline = src
             .parse("SHUTDOWN_DEADLINE_MS", |v| values::bounded(v, 0, 3_600_000))?
             .map_or(DEFAULT_SHUTDOWN_DEADLINE, Duration::from_millis);
@@ -270,9 +268,32 @@ impl ServeConfig {
             shutdown_deadline,
             residency_budget,
             residency_ttl,
+            arweave,
         };
         Ok((cfg, inert))
     }
+}
+
+/// `ARWEAVE_CHECKPOINT_HYDRATION` and the reference's Arweave checkpoint settings.
+fn arweave_settings(src: &values::Sources<'_>) -> Result<Option<ArweaveSettings>, ConfigError> {
+    if !src.parse("ARWEAVE_CHECKPOINT_HYDRATION", values::boolean)?.unwrap_or(true) {
+        return Ok(None);
+    }
+    let d = ArweaveSettings::default();
+    let window = QUERY_LIMIT as u64;
+    Ok(Some(ArweaveSettings {
+        trusted_owners: src.parse("PROCESS_CHECKPOINT_TRUSTED_OWNERS", values::list)?.unwrap_or_default(),
+        preferred_owners: src.parse("PROCESS_CHECKPOINT_PREFERRED_OWNERS", values::list)?.unwrap_or_default(),
+        ignore_ids: src.parse("IGNORE_ARWEAVE_CHECKPOINTS", values::list)?.unwrap_or_default(),
+        ignore_processes: src.parse("PROCESS_IGNORE_ARWEAVE_CHECKPOINTS", values::list)?.unwrap_or_default(),
+        steps: src
+            .parse("CHECKPONT_VALIDATION_STEPS", |v| values::bounded(v, 1, window))?
+            .map_or(d.steps, |n| n as usize),
+        retries: src
+            .parse("CHECKPONT_VALIDATION_RETRIES", |v| values::bounded(v, 0, window))?
+            .map_or(d.retries, |n| n as usize),
+        thresh: src.parse("CHECKPONT_VALIDATION_THRESH", values::fraction)?.unwrap_or(d.thresh),
+    }))
 }
 
 #[cfg(test)]
@@ -381,6 +402,57 @@ mod tests {
             resolve(&ServeArgs::default(), &[("WALLET", &w), ("DISABLE_PROCESS_FILE_CHECKPOINT_CREATION", "true")])
                 .unwrap();
         assert!(c.checkpoints.is_none());
+    }
+
+    #[test]
+    fn arweave_checkpoint_settings_default_and_parse() {
+        let w = wallet_json();
+        let (c, inert) = resolve(&ServeArgs::default(), &[("WALLET", &w)]).unwrap();
+        assert_eq!(c.arweave, Some(ArweaveSettings::default()), "on, trusting the CU's own address");
+        assert!(inert.is_empty());
+        assert!(c.checkpoints.unwrap().policy.resume);
+        let (c, inert) = resolve(
+            &ServeArgs::default(),
+            &[
+                ("WALLET", &w),
+                ("PROCESS_CHECKPOINT_TRUSTED_OWNERS", "a, b"),
+                ("PROCESS_CHECKPOINT_PREFERRED_OWNERS", "b"),
+                ("IGNORE_ARWEAVE_CHECKPOINTS", "x"),
+                ("PROCESS_IGNORE_ARWEAVE_CHECKPOINTS", "p1,p2"),
+                ("CHECKPONT_VALIDATION_STEPS", "4"),
+                ("CHECKPONT_VALIDATION_THRESH", "0.5"),
+                ("CHECKPONT_VALIDATION_RETRIES", "0"),
+                ("IGNORE_LOCAL_CHECKPOINTS", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(inert.is_empty(), "{inert:?}");
+        let want = ArweaveSettings {
+            trusted_owners: vec!["a".into(), "b".into()],
+            preferred_owners: vec!["b".into()],
+            ignore_ids: vec!["x".into()],
+            ignore_processes: vec!["p1".into(), "p2".into()],
+            steps: 4,
+            retries: 0,
+            thresh: 0.5,
+        };
+        assert_eq!(c.arweave, Some(want));
+        assert!(!c.checkpoints.unwrap().policy.resume, "IGNORE_LOCAL_CHECKPOINTS");
+        let (c, _) =
+            resolve(&ServeArgs::default(), &[("WALLET", &w), ("ARWEAVE_CHECKPOINT_HYDRATION", "false")]).unwrap();
+        assert_eq!(c.arweave, None);
+        for (name, bad) in [
+            ("ARWEAVE_CHECKPOINT_HYDRATION", "sometimes"),
+            ("CHECKPONT_VALIDATION_STEPS", "0"),
+            ("CHECKPONT_VALIDATION_STEPS", "51"),
+            ("CHECKPONT_VALIDATION_THRESH", "1.5"),
+            ("CHECKPONT_VALIDATION_THRESH", "most"),
+            ("CHECKPONT_VALIDATION_RETRIES", "-1"),
+            ("IGNORE_LOCAL_CHECKPOINTS", "perhaps"),
+        ] {
+            let e = resolve(&ServeArgs::default(), &[("WALLET", &w), (name, bad)]).unwrap_err();
+            assert_eq!(e.name, name, "{name}={bad:?}: {e}");
+        }
     }
 
     #[test]

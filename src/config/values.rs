@@ -85,6 +85,14 @@ pub fn boolean(v: &str) -> Result<bool, String> {
     }
 }
 
+/// A number from 0 to 1 (`0.75`).
+pub fn fraction(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number from 0 to 1, got {v:?}")),
+    }
+}
+
 /// A comma-separated list of CPU numbers (`0,1,4`; ranges `2-5`), not empty, no repeats.
 pub fn cpu_list(v: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();

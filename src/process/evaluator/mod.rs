@@ -174,6 +174,8 @@ struct Core<S: Scheduler, G: Gateway> {
     admission: Arc<tokio::sync::Semaphore>,
     /// One permit per dry-run fork alive (the headroom's share for forks).
     forks: Arc<tokio::sync::Semaphore>,
+    /// Hydration of processes new to this CU from Arweave checkpoints, if on.
+    arweave: Option<persist::ArweaveHydration>,
 }
 
 fn pool_error(e: PoolError) -> CuError {
@@ -761,6 +763,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             residency: std::sync::Mutex::new(Residency::new(u64::MAX, None)),
             admission: Arc::new(tokio::sync::Semaphore::new(1)),
             forks: Arc::new(tokio::sync::Semaphore::new(1)),
+            arweave: None,
         };
         let core = Core::with_instance_cap(core);
         Runtime { core: Arc::new(core) }

@@ -1,5 +1,6 @@
 //! The runtime's memory beyond one walk: file checkpoints (written by policy, on eviction and on
-//! shutdown; read back when a process is loaded), residency (least recently used processes leave
+//! shutdown; read back when a process is loaded), hydration of processes new to this CU from the
+//! reference CU's Arweave checkpoints (§4.10 (e)), residency (least recently used processes leave
 //! memory past the budget) and shutdown.
 //!
 //! Invariants:
@@ -12,16 +13,24 @@
 //! - a failed write (disk full, unwritable directory) is logged and counted; evaluation and
 //!   serving go on, and no partial file is left (the checkpoint store writes a temporary file and
 //!   renames it);
+//! - Arweave checkpoints are looked up only for a process with no stored evaluation (so no file
+//!   checkpoint can be usable); one is used only if [`arweave::download`] checked its memory
+//!   against its record's SHA-256, and only as [`arweave::choose`] picks it without validation
+//!   (more than `STEPS + RETRIES` records: none is used, see `hydrate_from_arweave`); every
+//!   failure falls back to replaying from the scheduler. Messages up to the record are never
+//!   evaluated here: `/result` of one answers 425, as the reference does;
 //! - evicting a process drops its memory only after its checkpoint, if due, was attempted; a
 //!   process whose checkpoint failed comes back from an older one or from the scheduler.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Core, CuError, Loaded, pool_error};
+use super::{Core, CuError, Loaded, Runtime, pool_error};
+use crate::checkpoint::arweave::{self, ArweaveCheckpoint, ArweaveSettings, Choice};
 use crate::checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStore};
 use crate::gateway::Gateway;
 use crate::process::residency::Residency;
+use crate::su::hashchain::Link;
 use crate::su::scheduler::Scheduler;
 
 /// Longest wait for a process slot when every resident process is busy.
@@ -31,6 +40,13 @@ pub const ADMIT_WAIT: Duration = Duration::from_secs(30);
 pub struct Checkpointing {
     pub store: Arc<CheckpointStore>,
     pub policy: CheckpointPolicy,
+}
+
+/// Hydration from the reference CU's Arweave checkpoints (cu-protocol §3.4, §4.10 (e)).
+pub struct ArweaveHydration {
+    pub settings: ArweaveSettings,
+    /// The CU's own wallet address: the trusted owner when none is set.
+    pub own_address: String,
 }
 
 /// The memory a rollback starts from: a copy taken in memory, or a mapped checkpoint file (only
@@ -60,13 +76,56 @@ pub struct ShutdownReport {
     pub abandoned: usize,
 }
 
+/// Puts `p` at the position of record `cp`, with `instance` (state hash `hash`) holding its
+/// memory: messages up to it count as handled and are never evaluated here.
+fn set_position(
+    p: &mut Loaded,
+    cp: &ArweaveCheckpoint,
+    instance: crate::engine::Instance,
+    hash: [u8; 32],
+    memory: Vec<u8>,
+) {
+    let position = cp.position.clone();
+    p.instance = Some(instance);
+    p.blank = false;
+    p.spawned = true;
+    p.handled = Some((position.timestamp, position.nonce));
+    p.block_height = cp.block_height;
+    p.link = match (&cp.assignment, &cp.hash_chain) {
+        (Some(a), Some(h)) => Some(Link { assignment_id: a.clone(), hash_chain: h.clone() }),
+        _ => None,
+    };
+    p.last_hash = Some(hash);
+    p.checkpoint = Some((RollbackImage::Owned(memory), position.clone()));
+    p.last = Some(position);
+    p.since.clear();
+    p.ckpt_since = 0;
+    p.ckpt_at = Instant::now();
+}
+
+impl<S: Scheduler, G: Gateway> Runtime<S, G> {
+    /// This runtime, hydrating processes new to it (no stored evaluation, so no usable file
+    /// checkpoint) from the Arweave checkpoints `settings` trust (off by default). `own_address`
+    /// is the CU's wallet address, the trusted owner when `settings` names none.
+    pub fn with_arweave_checkpoints(self, settings: ArweaveSettings, own_address: &str) -> Self {
+        let mut core =
+            std::sync::Arc::into_inner(self.core).expect("with_arweave_checkpoints before the runtime is shared");
+        core.arweave = Some(ArweaveHydration { settings, own_address: own_address.to_string() });
+        Runtime { core: Arc::new(core) }
+    }
+}
+
 impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// Resumes freshly loaded `p` from its newest checkpoint that agrees with the store (see the
     /// module doc); leaves `p` untouched (replay from the start) when there is none.
     pub(super) async fn resume(&self, pid: &str, p: &mut Loaded) -> Result<(), CuError> {
-        let Some(ck) = &self.checkpoints else { return Ok(()) };
         let store_err = |e: crate::store::StoreError| CuError::new(500, e.to_string());
-        let Some(latest) = self.store.latest(pid).map_err(store_err)? else { return Ok(()) };
+        let Some(latest) = self.store.latest(pid).map_err(store_err)? else {
+            // New to this CU: no local checkpoint can agree with an empty store.
+            self.hydrate_from_arweave(pid, p).await;
+            return Ok(());
+        };
+        let Some(ck) = self.checkpoints.as_ref().filter(|c| c.policy.resume) else { return Ok(()) };
         let started = Instant::now();
         let (files, id, not_after, verify) = (ck.store.clone(), pid.to_string(), latest.position, ck.policy.verify);
         let scan = tokio::task::spawn_blocking(move || files.latest_valid(&id, Some(&not_after), verify))
@@ -116,6 +175,80 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         self.metrics.checkpoint_restored(started.elapsed());
         tracing::info!(process_id = pid, position = ?p.last, "resumed from a checkpoint");
         Ok(())
+    }
+
+    /// Hydrates freshly loaded `p`, new to this CU, from an Arweave checkpoint of its own process
+    /// and module when one is found, chosen and its memory matches its record (see the module
+    /// doc); leaves `p` untouched (cold start, replay from the scheduler) otherwise. Never fails
+    /// the request: the records are someone else's data, and replaying is always correct.
+    async fn hydrate_from_arweave(&self, pid: &str, p: &mut Loaded) {
+        let Some(aw) = &self.arweave else { return };
+        if aw.settings.ignore_processes.iter().any(|x| x == pid) {
+            return;
+        }
+        let found = arweave::find(&*self.gateway, pid, &p.module_id, &aw.own_address, &aw.settings).await;
+        let candidates = match found {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(process_id = pid, "Arweave checkpoints not found ({e}); replaying from the scheduler");
+                return;
+            }
+        };
+        let cp = match arweave::choose(candidates, &aw.settings) {
+            Choice::None => return,
+            Choice::Use(cp) => *cp,
+            Choice::Validate(all) => {
+                // Trusting one of many records needs the reference's window replay between
+                // checkpoints; metalcu does not run it, so it does not trust any of them.
+                tracing::warn!(
+                    process_id = pid,
+                    records = all.len(),
+                    limit = aw.settings.steps + aw.settings.retries,
+                    "more Arweave checkpoints than can be used without validation replays; replaying from the scheduler"
+                );
+                return;
+            }
+        };
+        let started = Instant::now();
+        let memory = match arweave::download(&*self.gateway, &cp, p.opts.memory_limit).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(process_id = pid, "Arweave checkpoint refused: {e}; replaying from the scheduler");
+                return;
+            }
+        };
+        match self.instantiate_checkpoint(pid, p, memory).await {
+            Ok((instance, hash, memory)) => {
+                set_position(p, &cp, instance, hash, memory);
+                self.metrics.checkpoint_restored(started.elapsed());
+                tracing::info!(process_id = pid, record = %cp.id, owner = %cp.owner, position = ?p.last,
+                    "hydrated from an Arweave checkpoint");
+            }
+            Err(e) => {
+                tracing::warn!(process_id = pid, record = %cp.id, "Arweave checkpoint not usable: {}; replaying from the scheduler", e.message);
+            }
+        }
+    }
+
+    /// An instance of `p`'s module holding `memory`, its state hash, and `memory` back (the
+    /// rollback image).
+    async fn instantiate_checkpoint(
+        &self,
+        pid: &str,
+        p: &Loaded,
+        memory: Vec<u8>,
+    ) -> Result<(crate::engine::Instance, [u8; 32], Vec<u8>), CuError> {
+        let (engine, module, opts) = (self.engine.clone(), p.module.clone(), p.opts.clone());
+        self.pool
+            .run(pid, move || {
+                engine.instantiate_image(&module, opts, &memory).map(|mut i| {
+                    let h = i.state_hash();
+                    (i, h, memory)
+                })
+            })
+            .await
+            .map_err(pool_error)?
+            .map_err(|e| CuError::new(500, format!("process instance from an Arweave checkpoint: {e}")))
     }
 
     /// Whether the count rule (every N evaluations) asks for a checkpoint now.

@@ -1,0 +1,345 @@
+//! Hydration from the reference CU's Arweave checkpoints (cu-protocol §3.4, §4.10 (e)): a runtime
+//! with an empty store finds a published gzip checkpoint record of a process (produced here by
+//! evaluating the process on another runtime and taking its memory after message k), starts from
+//! it, and every later result and state hash equals those of a runtime that evaluated from the
+//! start; records that must not be trusted (wrong SHA-256, untrusted owner, ignored process) are
+//! not used and the process is replayed from the scheduler, with the same results; neither are
+//! records when there are more than `STEPS + RETRIES` (metalcu does not run validation replays).
+//!
+//! The counter module returns how many times it ran, so a process started from the wrong memory
+//! (or replayed from an empty one when it should not be) shows in every later result.
+
+mod common;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use metalcu::checkpoint::arweave::ArweaveSettings;
+use metalcu::engine::{Engine, EngineConfig};
+use metalcu::gateway::local::LocalGateway;
+use metalcu::gateway::{Block, Gateway, GatewayError, SchedulerLocation, TxMeta};
+use metalcu::process::evaluator::Runtime;
+use metalcu::process::options::Policy;
+use metalcu::store::{Evaluation, MemoryStore, Query, Store};
+use metalcu::su::local::{DEV_OWNER, LocalScheduler, Posted};
+use metalcu::su::message::map_node;
+use metalcu::su::scheduler::Scheduler as _;
+use metalcu::su::types::Tag;
+use sha2::Digest as _;
+
+const T0: u64 = 1_800_000_000_000;
+/// The checkpoint is taken after this message (nonce).
+const K: usize = 6;
+/// Messages posted in all.
+const N: usize = 10;
+const TRUSTED: &str = "trusted-checkpoint-owner-address-000000000000";
+const OWN: &str = "this-cu-wallet-address-000000000000000000000";
+
+fn tag(n: &str, v: &str) -> Tag {
+    Tag { name: n.into(), value: v.into() }
+}
+
+/// A gateway that counts checkpoint queries and serves the rest from a [`LocalGateway`].
+#[derive(Default)]
+struct CountingGateway {
+    inner: LocalGateway,
+    queries: AtomicUsize,
+}
+
+impl Gateway for CountingGateway {
+    async fn transaction(&self, id: &str) -> Result<TxMeta, GatewayError> {
+        self.inner.transaction(id).await
+    }
+    async fn raw(&self, id: &str) -> Result<bytes::Bytes, GatewayError> {
+        self.inner.raw(id).await
+    }
+    async fn blocks(&self, min_height: u64, max_timestamp_s: i64) -> Result<Vec<Block>, GatewayError> {
+        self.inner.blocks(min_height, max_timestamp_s).await
+    }
+    async fn checkpoints(&self, pid: &str, owners: &[String], limit: usize) -> Result<Vec<TxMeta>, GatewayError> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        self.inner.checkpoints(pid, owners, limit).await
+    }
+    async fn scheduler_location(&self, owner: &str) -> Result<SchedulerLocation, GatewayError> {
+        self.inner.scheduler_location(owner).await
+    }
+}
+
+type Rt = Runtime<LocalScheduler, CountingGateway>;
+
+struct World {
+    su: Arc<LocalScheduler>,
+    gateway: Arc<CountingGateway>,
+    engine: Arc<Engine>,
+    module: String,
+    pid: String,
+    posted: Vec<Posted>,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = AtomicU64::new(T0);
+    let su = LocalScheduler::open(
+        dir.path().join("su.redb"),
+        Box::new(move || clock.fetch_add(1000, Ordering::SeqCst) as i64),
+    )
+    .unwrap();
+    let gateway = Arc::new(CountingGateway::default());
+    let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
+    let module_tags = vec![
+        tag("Data-Protocol", "ao"),
+        tag("Type", "Module"),
+        tag("Module-Format", "wasm32-unknown-emscripten4"),
+        tag("Input-Encoding", "JSON-1"),
+        tag("Output-Encoding", "JSON-1"),
+        tag("Memory-Limit", "1-gb"),
+        tag("Compute-Limit", "9000000000000"),
+    ];
+    let module = gateway.inner.register(DEV_OWNER, module_tags, wasm).unwrap();
+    let tags = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
+    let pid = su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id;
+    let posted = (0..N).map(|i| su.post(&pid, DEV_OWNER, vec![], format!("m{i}")).unwrap()).collect();
+    let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 8, ..EngineConfig::default() }).unwrap());
+    World { su: Arc::new(su), gateway, engine, module, pid, posted, _dir: dir }
+}
+
+impl World {
+    fn runtime(&self, store: Arc<MemoryStore>) -> Rt {
+        Runtime::new(self.engine.clone(), store, self.su.clone(), self.gateway.clone(), Policy::default())
+    }
+
+    fn hydrating(&self, store: Arc<MemoryStore>, settings: ArweaveSettings) -> Rt {
+        self.runtime(store).with_arweave_checkpoints(settings, OWN)
+    }
+
+    /// Message `k` (nonce k; the spawn is nonce 0).
+    fn message(&self, k: usize) -> &Posted {
+        &self.posted[k - 1]
+    }
+
+    /// Evaluates the process on its own runtime up to message `K` and returns the memory there
+    /// with the record tags §3.4 gives it (`SHA-256` from `sha`, when not `None`, else the real
+    /// one).
+    async fn checkpoint_at_k(&self, sha: Option<String>) -> (Vec<u8>, Vec<Tag>) {
+        let rt = self.runtime(Arc::new(MemoryStore::new()));
+        let m = self.message(K);
+        let (memory, last) = rt.state(&self.pid, Some(m.timestamp)).await.unwrap();
+        let last = last.unwrap();
+        assert_eq!(last.position.nonce, K as u64);
+        let node = self.su.message(&self.pid, &m.id).await.unwrap();
+        let s = map_node(&node).unwrap();
+        let sha = sha.unwrap_or_else(|| hex::encode(sha2::Sha256::digest(&memory)));
+        let tags = vec![
+            tag("Data-Protocol", "ao"),
+            tag("Variant", "ao.TN.1"),
+            tag("Type", "Checkpoint"),
+            tag("Module", &self.module),
+            tag("Process", &self.pid),
+            tag("Nonce", &K.to_string()),
+            tag("Timestamp", &last.position.timestamp.to_string()),
+            tag("Block-Height", &last.block_height.to_string()),
+            tag("Content-Type", "application/octet-stream"),
+            tag("SHA-256", &sha),
+            tag("Content-Encoding", "gzip"),
+            tag("Unit-Identifier", "00000000-0000-4000-8000-000000000000"),
+            tag("Ordinate", &K.to_string()),
+            tag("Assignment", &s.assignment_id),
+            tag("Hash-Chain", &s.hash_chain),
+        ];
+        (memory, tags)
+    }
+
+    async fn publish(&self, owner: &str, sha: Option<String>) -> Vec<u8> {
+        self.publish_as(owner, sha, "00000000-0000-4000-8000-000000000000").await
+    }
+
+    /// [`Self::publish`] with another `Unit-Identifier` (so another record id).
+    async fn publish_as(&self, owner: &str, sha: Option<String>, unit: &str) -> Vec<u8> {
+        let (memory, mut tags) = self.checkpoint_at_k(sha).await;
+        tags.iter_mut().filter(|t| t.name == "Unit-Identifier").for_each(|t| t.value = unit.to_string());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&memory).unwrap();
+        self.gateway.inner.register(owner, tags, gz.finish().unwrap()).unwrap();
+        memory
+    }
+}
+
+fn stored(store: &MemoryStore, pid: &str) -> Vec<Evaluation> {
+    let q = Query { after: None, until: None, descending: false, limit: 1000, cron_only: false, hide_errors: false };
+    store.list(pid, &q).unwrap().0
+}
+
+/// Nonce, result and state hash of every evaluation of `pid`.
+fn trace(store: &MemoryStore, pid: &str) -> Vec<(u64, serde_json::Value, [u8; 32])> {
+    stored(store, pid).into_iter().map(|e| (e.position.nonce, e.result, e.state_hash)).collect()
+}
+
+/// The results of a runtime that evaluated every message from the spawn.
+async fn from_the_start(w: &World) -> Vec<(u64, serde_json::Value, [u8; 32])> {
+    let store = Arc::new(MemoryStore::new());
+    w.runtime(store.clone()).evaluate_to(&w.pid, None).await.unwrap();
+    let t = trace(&store, &w.pid);
+    assert_eq!(t.len(), N + 1);
+    t
+}
+
+fn restores(rt: &Rt) -> u64 {
+    let text = rt.metrics().encode();
+    let name = "metalcu_checkpoint_restore_duration_seconds_count";
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
+}
+
+fn trusting(owner: &str) -> ArweaveSettings {
+    ArweaveSettings { trusted_owners: vec![owner.to_string()], ..ArweaveSettings::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_hydrates_from_a_trusted_checkpoint_and_goes_on_identically() {
+    let w = world();
+    let memory = w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    let (state, _) = rt.state(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 1, "started from the checkpoint");
+    // Only the messages after the checkpoint were evaluated, with the results and state hashes of
+    // an evaluation from the start (the counter goes on from K + 1, not from 1).
+    let got = trace(&store, &w.pid);
+    assert_eq!(got, want[K + 1..].to_vec());
+    assert_eq!(got[0].1["Output"], serde_json::json!((K + 2).to_string()));
+    // The memory at the end is the one the full evaluation reaches.
+    let full = w.runtime(Arc::new(MemoryStore::new()));
+    let (full_state, _) = full.state(&w.pid, None).await.unwrap();
+    assert_eq!(sha2::Sha256::digest(&state), sha2::Sha256::digest(&full_state));
+    assert_ne!(sha2::Sha256::digest(&state), sha2::Sha256::digest(&memory));
+    // Messages before the checkpoint are never evaluated here: 425, as the reference answers.
+    let early = rt.result(&w.pid, &w.message(3).id).await.unwrap_err();
+    assert_eq!(early.status, 425, "{}", early.message);
+    let after = rt.result(&w.pid, &w.message(K + 1).id).await.unwrap();
+    assert_eq!(after, want[K + 1].1);
+    // A new message goes on from there too.
+    let m = w.su.post(&w.pid, DEV_OWNER, vec![], "more".into()).unwrap();
+    let r = rt.result(&w.pid, &m.id).await.unwrap();
+    assert_eq!(r["Output"], serde_json::json!((N + 2).to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hydrated_memory_hash_is_the_one_evaluation_reaches() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    // To exactly the checkpoint's message: nothing to evaluate, the memory is the record's.
+    let (state, last) = rt.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
+    assert!(last.is_none(), "nothing evaluated here");
+    assert!(stored(&store, &w.pid).is_empty());
+    let full = w.runtime(Arc::new(MemoryStore::new()));
+    let (want, _) = full.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
+    assert_eq!(state, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_a_wrong_sha256_is_not_used() {
+    let w = world();
+    w.publish(TRUSTED, Some(hex::encode([7u8; 32]))).await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 0);
+    assert!(w.gateway.queries.load(Ordering::SeqCst) >= 1, "the record was looked up");
+    assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_an_untrusted_owner_is_not_used() {
+    let w = world();
+    w.publish("someone-else-000000000000000000000000000000", None).await;
+    let want = from_the_start(&w).await;
+    for settings in [trusting(TRUSTED), ArweaveSettings::default()] {
+        let store = Arc::new(MemoryStore::new());
+        let rt = w.hydrating(store.clone(), settings);
+        rt.evaluate_to(&w.pid, None).await.unwrap();
+        assert_eq!(restores(&rt), 0);
+        assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cus_own_address_is_trusted_by_default() {
+    let w = world();
+    w.publish(OWN, None).await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), ArweaveSettings::default());
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_process_or_record_is_never_used() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let ignored = ArweaveSettings { ignore_processes: vec![w.pid.clone()], ..trusting(TRUSTED) };
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), ignored);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 0, "never queried");
+    assert_eq!(trace(&store, &w.pid), want);
+    // The record itself ignored by id.
+    let id = w.gateway.inner.checkpoints(&w.pid, &[TRUSTED.to_string()], 10).await.unwrap()[0].id.clone();
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), ArweaveSettings { ignore_ids: vec![id], ..trusting(TRUSTED) });
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 0);
+    assert_eq!(trace(&store, &w.pid), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_with_stored_results_is_not_hydrated() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    w.runtime(store.clone()).evaluate_to(&w.pid, Some(w.message(2).timestamp)).await.unwrap();
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 0, "known to this CU: never queried");
+    assert_eq!(trace(&store, &w.pid), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_owners_records_are_used_when_they_exist() {
+    let w = world();
+    let preferred = "preferred-checkpoint-owner-0000000000000000";
+    w.publish(preferred, None).await;
+    let want = from_the_start(&w).await;
+    let settings = ArweaveSettings { preferred_owners: vec![preferred.to_string()], ..trusting(TRUSTED) };
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), settings);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 2, "trusted, then preferred owners");
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_records_than_can_be_used_without_validation_are_not_used() {
+    let w = world();
+    let settings = trusting(TRUSTED);
+    let many = settings.steps + settings.retries + 1;
+    for i in 0..many {
+        w.publish_as(TRUSTED, None, &format!("00000000-0000-4000-8000-{i:012}")).await;
+    }
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), settings);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
+    assert_eq!(restores(&rt), 0, "{many} records: validation replays would be needed");
+    assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
+}
