@@ -104,14 +104,17 @@ pub struct LoadedModule {
     pub hash: blake3::Hash,
 }
 
+/// A loaded module's identity: blake3 of its bytes, and the format it runs under.
+type ModuleKey = (blake3::Hash, ModuleFormat);
+
 /// The engine: one per server. Cheap to share (`Arc`).
 pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) config: EngineConfig,
-    modules: Mutex<HashMap<(blake3::Hash, ModuleFormat), Arc<LoadedModule>>>,
+    modules: Mutex<HashMap<ModuleKey, Arc<LoadedModule>>>,
     /// One lock per module being loaded: concurrent loads of one module compile it once (the
     /// others wait and take the result), never once each.
-    loading: Mutex<HashMap<(blake3::Hash, ModuleFormat), Arc<Mutex<()>>>>,
+    loading: Mutex<HashMap<ModuleKey, Arc<Mutex<()>>>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
