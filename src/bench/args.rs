@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// Hard bound on the whole run, in seconds: the bench then stops and reports what it measured.
     #[arg(long, default_value_t = 900.0)]
     pub max_seconds: f64,
+    /// Evaluation workers of the child `metalcu dev` (0: one per CPU).
+    #[arg(long, default_value_t = 0, conflicts_with = "cu_url")]
+    pub workers: usize,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -102,7 +105,7 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum Target {
     /// `metalcu dev` as a child process.
-    Child { module: Option<(PathBuf, String)>, data_dir: Option<PathBuf>, keep_data: bool },
+    Child { module: Option<(PathBuf, String)>, data_dir: Option<PathBuf>, keep_data: bool, workers: usize },
     /// A running CU and local scheduler.
     External { cu_url: String, su_url: String, process: String, server_pid: Option<u32> },
 }
@@ -144,7 +147,8 @@ impl Settings {
                 {
                     anyhow::bail!("--data-dir {}: exists already; the bench needs a fresh directory", dir.display());
                 }
-                Target::Child { module: a.module.zip(a.format), data_dir: a.data_dir, keep_data: a.keep_data }
+                let workers = within("workers", a.workers, 0, crate::pool::MAX_WORKERS)?;
+                Target::Child { module: a.module.zip(a.format), data_dir: a.data_dir, keep_data: a.keep_data, workers }
             }
             _ => anyhow::bail!("--cu-url, --su-url and --process go together"),
         };

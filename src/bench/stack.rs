@@ -77,12 +77,12 @@ impl Stack {
                 },
                 child: None,
             }),
-            Target::Child { module, data_dir, keep_data } => {
+            Target::Child { module, data_dir, keep_data, workers } => {
                 let (root, temporary) = match data_dir {
                     Some(d) => (d.clone(), false),
                     None => (temp_root(), !keep_data),
                 };
-                let (child, info) = DevChild::spawn(module.as_ref(), root, temporary, stopped)?;
+                let (child, info) = DevChild::spawn(module.as_ref(), *workers, root, temporary, stopped)?;
                 Ok(Stack { info, child: Some(child) })
             }
         }
@@ -109,6 +109,7 @@ impl DevChild {
     /// until it says where it listens. Call on the main thread (see the module doc).
     pub fn spawn(
         module: Option<&(PathBuf, String)>,
+        workers: usize,
         root: PathBuf,
         temporary: bool,
         stopped: impl Fn() -> bool,
@@ -119,7 +120,7 @@ impl DevChild {
         let log_file = std::fs::File::create(&log).map_err(|e| anyhow::anyhow!("{}: {e}", log.display()))?;
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(&exe);
-        cmd.args(["dev", "--port", "0", "--su-port", "0", "--data-dir"]).arg(&data);
+        cmd.args(["dev", "--port", "0", "--su-port", "0", "--workers", &workers.to_string(), "--data-dir"]).arg(&data);
         if let Some((m, f)) = module {
             cmd.arg("--module").arg(m).arg("--format").arg(f);
         }
