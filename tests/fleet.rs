@@ -265,15 +265,7 @@ async fn fleet(haproxy: PathBuf) {
     let su_url = format!("http://{}", su_listener.local_addr().unwrap());
     tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
     let modules = Arc::new(LocalGateway::default());
-    let module_tags = vec![
-        tag("Data-Protocol", "ao"),
-        tag("Type", "Module"),
-        tag("Module-Format", "wasm32-unknown-emscripten4"),
-        tag("Input-Encoding", "JSON-1"),
-        tag("Output-Encoding", "JSON-1"),
-        tag("Memory-Limit", "1-gb"),
-        tag("Compute-Limit", "9000000000000"),
-    ];
+    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let module =
         modules.register(DEV_OWNER, module_tags, wat::parse_str(common::echo_wat("", "", "")).unwrap()).unwrap();
     let gateway = fake_gateway::start(modules, su.clone(), su_url).await;

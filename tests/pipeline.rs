@@ -30,15 +30,7 @@ fn engine() -> Arc<Engine> {
 /// Registers the echo module (format 4): every result's `Output` is the `msg` it was given.
 fn echo_module(gateway: &LocalGateway) -> String {
     let wasm = wat::parse_str(common::echo_wat("", "", "")).unwrap();
-    let tags = vec![
-        tag("Data-Protocol", "ao"),
-        tag("Type", "Module"),
-        tag("Module-Format", "wasm32-unknown-emscripten4"),
-        tag("Input-Encoding", "JSON-1"),
-        tag("Output-Encoding", "JSON-1"),
-        tag("Memory-Limit", "1-gb"),
-        tag("Compute-Limit", "9000000000000"),
-    ];
+    let tags = common::module_tags("wasm32-unknown-emscripten4");
     gateway.register(DEV_OWNER, tags, wasm).unwrap()
 }
 
@@ -375,15 +367,7 @@ async fn weavedrive_reads_transactions_through_the_gateway_for_processes_that_de
     let rt = Runtime::new(engine(), Arc::new(MemoryStore::new()), su.clone(), gateway.clone(), policy);
     let mut outputs = Vec::new();
     for extension in [true, false] {
-        let mut tags = vec![
-            tag("Data-Protocol", "ao"),
-            tag("Type", "Module"),
-            tag("Module-Format", "wasm32-unknown-emscripten4"),
-            tag("Input-Encoding", "JSON-1"),
-            tag("Output-Encoding", "JSON-1"),
-            tag("Memory-Limit", "1-gb"),
-            tag("Compute-Limit", "9000000000000"),
-        ];
+        let mut tags = common::module_tags("wasm32-unknown-emscripten4");
         if extension {
             tags.push(tag("Extension", "WeaveDrive"));
         }

@@ -178,15 +178,7 @@ fn setup_with(messages: usize, wat: &str, policy: Policy) -> Setup {
     .unwrap();
     let gateway = Arc::new(LocalGateway::default());
     let wasm = wat::parse_str(wat).unwrap();
-    let module_tags = vec![
-        tag("Data-Protocol", "ao"),
-        tag("Type", "Module"),
-        tag("Module-Format", "wasm32-unknown-emscripten4"),
-        tag("Input-Encoding", "JSON-1"),
-        tag("Output-Encoding", "JSON-1"),
-        tag("Memory-Limit", "1-gb"),
-        tag("Compute-Limit", "9000000000000"),
-    ];
+    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let module = gateway.register(DEV_OWNER, module_tags, wasm).unwrap();
     let spawn = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
     let pid = inner.spawn(DEV_OWNER, spawn, String::new()).unwrap().process_id;

@@ -125,15 +125,7 @@ async fn setup(messages: usize) -> Setup {
         .unwrap(),
     );
     let gateway = Arc::new(LocalGateway::default());
-    let module_tags = vec![
-        tag("Data-Protocol", "ao"),
-        tag("Type", "Module"),
-        tag("Module-Format", "wasm32-unknown-emscripten4"),
-        tag("Input-Encoding", "JSON-1"),
-        tag("Output-Encoding", "JSON-1"),
-        tag("Memory-Limit", "1-gb"),
-        tag("Compute-Limit", "9000000000000"),
-    ];
+    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
     let module = gateway.register(DEV_OWNER, module_tags, wasm).unwrap();
     let spawn = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];

@@ -127,15 +127,7 @@ async fn serve_end_to_end(io: &str) {
     tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
     let modules = Arc::new(LocalGateway::default());
     let wasm = wat::parse_str(common::echo_wat("", "", "")).unwrap();
-    let module_tags = vec![
-        tag("Data-Protocol", "ao"),
-        tag("Type", "Module"),
-        tag("Module-Format", "wasm32-unknown-emscripten4"),
-        tag("Input-Encoding", "JSON-1"),
-        tag("Output-Encoding", "JSON-1"),
-        tag("Memory-Limit", "1-gb"),
-        tag("Compute-Limit", "9000000000000"),
-    ];
+    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let module = modules.register(DEV_OWNER, module_tags, wasm).unwrap();
     let process_tags = vec![
         tag("Data-Protocol", "ao"),

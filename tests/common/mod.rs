@@ -22,6 +22,23 @@ pub fn shared_dir() -> Option<PathBuf> {
     None
 }
 
+/// The tags of a module of `format` as the tests register it: JSON in and out, 1 GiB of memory
+/// and the reference's compute limit.
+pub fn module_tags(format: &str) -> Vec<metalcu::su::types::Tag> {
+    [
+        ("Data-Protocol", "ao"),
+        ("Type", "Module"),
+        ("Module-Format", format),
+        ("Input-Encoding", "JSON-1"),
+        ("Output-Encoding", "JSON-1"),
+        ("Memory-Limit", "1-gb"),
+        ("Compute-Limit", "9000000000000"),
+    ]
+    .iter()
+    .map(|(n, v)| metalcu::su::types::Tag { name: n.to_string(), value: v.to_string() })
+    .collect()
+}
+
 /// The project's echo module (format-4 calling convention); see `metalcu::dev::echo_module_wat`.
 pub fn echo_wat(imports: &str, items: &str, extra: &str) -> String {
     metalcu::dev::echo_module_wat(imports, items, extra)
