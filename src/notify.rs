@@ -92,11 +92,17 @@ where
 }
 
 /// Starts the watchdog task on the current runtime when systemd asked for one; abort the handle
-/// (or drop the runtime) to stop it.
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+/// (or drop the runtime) to stop it. `healthy` is checked too on every ping (the worker pool:
+/// no job wedged far past the engine's call deadline).
+pub fn spawn_watchdog(healthy: impl Fn() -> bool + Send + Sync + 'static) -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
     tracing::info!(?interval, "systemd watchdog: pinging while the runtime answers");
-    Some(tokio::spawn(watchdog_loop(interval, runtime_alive, || send(&[NotifyState::Watchdog]))))
+    let healthy = std::sync::Arc::new(healthy);
+    let probe = move |within| {
+        let healthy = healthy.clone();
+        async move { runtime_alive(within).await && healthy() }
+    };
+    Some(tokio::spawn(watchdog_loop(interval, probe, || send(&[NotifyState::Watchdog]))))
 }
 
 #[cfg(test)]

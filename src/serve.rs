@@ -30,6 +30,8 @@ use crate::su::router::{RoutedScheduler, RouterConfig};
 
 /// Connection attempts to SUs and gateways give up after this long.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A worker job running this long past the engine's call deadline is taken as wedged.
+pub const WEDGED_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the CU until `shutdown` resolves.
 pub async fn run(
@@ -77,6 +79,7 @@ pub async fn run(
     };
     notify::status("starting: engine");
     let engine = Arc::new(Engine::new(engine_cfg)?);
+    let engine_deadline = engine.config().deadline;
     notify::status("starting: worker pool");
     let pool =
         WorkerPool::new(&cfg.pool).map_err(|e| anyhow::anyhow!("WASM_EVALUATION_MAX_WORKERS / WORKER_CPUS: {e}"))?;
@@ -105,7 +108,10 @@ pub async fn run(
         cfg.db_path.display()
     );
     notify::ready(&format!("serving http://{addr} (transport {})", transport.name()));
-    let watchdog = notify::spawn_watchdog();
+    // A worker still on one job well past the engine's call deadline is wedged (the epoch
+    // interruption did not stop it): stop pinging so systemd restarts the CU.
+    let (pool, wedged_after) = (runtime.pool().clone(), engine_deadline + WEDGED_MARGIN);
+    let watchdog = notify::spawn_watchdog(move || pool.longest_job().is_none_or(|d| d <= wedged_after));
     let shutdown = async move {
         shutdown.await;
         notify::stopping();

@@ -90,6 +90,8 @@ struct Slot {
     stop_rx: Receiver<()>,
     /// Running a job right now.
     busy: AtomicBool,
+    /// When the job running now started, in µs since [`Shared::epoch`] plus one (0: none).
+    started_us: AtomicU64,
     cpu: Option<usize>,
     ran: AtomicU64,
     /// Jobs this worker took from another worker's queue.
@@ -119,6 +121,7 @@ pub struct WorkerStats {
 
 struct Shared {
     slots: Vec<Slot>,
+    epoch: std::time::Instant,
 }
 
 /// The pool. Cheap to clone; the threads stop when the last clone is dropped (after finishing
@@ -170,6 +173,7 @@ impl WorkerPool {
                     stop_rx,
                     room: Arc::new(Semaphore::new(cfg.queue_depth)),
                     busy: AtomicBool::new(false),
+                    started_us: AtomicU64::new(0),
                     cpu: (cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]),
                     ran: AtomicU64::new(0),
                     stolen: AtomicU64::new(0),
@@ -177,7 +181,7 @@ impl WorkerPool {
                 }
             })
             .collect();
-        let shared = Arc::new(Shared { slots });
+        let shared = Arc::new(Shared { slots, epoch: std::time::Instant::now() });
         let threads = worker::Threads::start(shared.clone())?;
         Ok(WorkerPool { shared, _threads: Arc::new(threads) })
     }
@@ -232,6 +236,20 @@ impl WorkerPool {
             Ok(Err(why)) => Err(PoolError::Panicked(why)),
             Err(_) => Err(PoolError::Closed),
         }
+    }
+
+    /// How long the longest-running job has run so far (`None`: every worker is idle). A worker
+    /// whose job runs far past the engine's call deadline is wedged: the systemd watchdog stops
+    /// pinging on it.
+    pub fn longest_job(&self) -> Option<std::time::Duration> {
+        let now = self.shared.epoch.elapsed().as_micros() as u64;
+        self.shared
+            .slots
+            .iter()
+            .map(|s| s.started_us.load(Ordering::Acquire))
+            .filter(|&t| t > 0)
+            .map(|t| std::time::Duration::from_micros(now.saturating_sub(t - 1)))
+            .max()
     }
 
     /// Counters per worker.

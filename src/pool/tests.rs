@@ -223,3 +223,23 @@ fn queued_jobs_run_even_when_the_caller_leaves_and_on_drop() {
     }
     assert_eq!(done.load(Ordering::SeqCst), 5);
 }
+
+#[test]
+fn the_longest_running_job_is_reported() {
+    let p = pool(2, 4);
+    assert_eq!(p.longest_job(), None);
+    rt().block_on(async {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let p2 = p.clone();
+        let long = tokio::spawn(async move { p2.run("k", move || gate.lock().unwrap().recv().unwrap()).await });
+        while p.longest_job().is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(p.longest_job().unwrap() >= Duration::from_millis(30));
+        release.send(()).unwrap();
+        long.await.unwrap().unwrap();
+    });
+    assert_eq!(p.longest_job(), None);
+}

@@ -64,12 +64,14 @@ fn steal(shared: &Shared, me: usize) -> Option<Job> {
     })
 }
 
-fn execute(me: &super::Slot, job: Job) {
+fn execute(shared: &Shared, me: &super::Slot, job: Job) {
+    me.started_us.store(shared.epoch.elapsed().as_micros() as u64 + 1, Ordering::Release);
     me.busy.store(true, Ordering::Release);
     drop(job.slot);
     let deliver = (job.run)();
     me.ran.fetch_add(1, Ordering::Relaxed);
     me.busy.store(false, Ordering::Release);
+    me.started_us.store(0, Ordering::Release);
     deliver();
 }
 
@@ -78,22 +80,22 @@ fn run(shared: &Shared, i: usize) {
     let me = &shared.slots[i];
     loop {
         if let Ok(job) = me.rx.try_recv() {
-            execute(me, job);
+            execute(shared, me, job);
             continue;
         }
         if let Some(job) = steal(shared, i) {
             me.stolen.fetch_add(1, Ordering::Relaxed);
-            execute(me, job);
+            execute(shared, me, job);
             continue;
         }
         crossbeam_channel::select! {
             recv(me.rx) -> job => match job {
-                Ok(job) => execute(me, job),
+                Ok(job) => execute(shared, me, job),
                 Err(_) => return,
             },
             recv(me.stop_rx) -> _ => {
                 while let Ok(job) = me.rx.try_recv() {
-                    execute(me, job);
+                    execute(shared, me, job);
                 }
                 return;
             }
