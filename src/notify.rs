@@ -6,9 +6,10 @@
 //!   metalcu start only when it answers;
 //! - [`stopping`] sends `STOPPING=1` when shutdown begins;
 //! - [`spawn_watchdog`] pings `WATCHDOG=1` at half of `WatchdogSec=` (the unit's `WATCHDOG_USEC`),
-//!   and only when [`runtime_alive`] completes: a no-op task through tokio's scheduler and a no-op
-//!   through its blocking pool, where every evaluation runs. A wedged runtime or an exhausted
-//!   blocking pool stops the pings and systemd restarts the service.
+//!   and only when [`runtime_alive`] completes (a no-op task through tokio's scheduler and a no-op
+//!   through its blocking pool, where modules are loaded) and the caller's check holds (serve's:
+//!   no evaluation worker wedged on one job past the engine's deadline). A wedged runtime or
+//!   worker stops the pings and systemd restarts the service.
 //!
 //! Outside systemd (`NOTIFY_SOCKET` unset) every call does nothing. A failed send is logged at
 //! debug level and otherwise ignored: notification is advisory and never stops the CU.
