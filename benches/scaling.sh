@@ -9,7 +9,7 @@ shared="${METALCU_SHARED:-../shared}"
 module="$shared/fixtures/modules/aos1-emscripten2.wasm"
 out=target/perf/scaling
 mkdir -p "$out"
-for n in ${SCALING_PROCESSES:-1 100 1000}; do
+for n in ${SCALING_PROCESSES:-1 100 1000}; do  # the 10,000 row: SCALING_PROCESSES=10000 with --messages 1 (PERF.md)
   for w in 1 2; do
     echo "== $n processes, $w worker(s)"
     ./target/release/metalcu bench --module "$module" --format wasm32-unknown-emscripten2 \
