@@ -27,26 +27,14 @@ mod common;
 use metalcu::checkpoint::{Checkpoint, CheckpointStore, Verify};
 use metalcu::engine::{Engine, EngineConfig, Instance, LoadedModule, ModuleFormat, ProcessOptions};
 use metalcu::store::Position;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PID: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
-
-/// The first `n` steps (msg, env) of a goldens file.
-fn steps(shared: &Path, name: &str, n: usize) -> Vec<(Value, Value)> {
-    let text = std::fs::read_to_string(shared.join(format!("goldens/out/{name}.jsonl"))).expect("goldens");
-    text.lines()
-        .take(n)
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["msg"].clone(), v["env"].clone())
-        })
-        .collect()
-}
 
 /// A process booted with the golden's spawn message and 3 more steps.
 fn booted(e: &Engine, m: &Arc<LoadedModule>, shared: &Path, golden: &str) -> Instance {
     let mut p = e.instantiate(m, ProcessOptions::default()).unwrap();
-    for (msg, env) in steps(shared, golden, 4) {
+    for (msg, env) in common::golden_steps(shared, golden, 4) {
         p.handle(&msg, &env);
     }
     p
@@ -85,7 +73,7 @@ fn benches(c: &mut Criterion) {
         let m = e.load(&wasm, format).unwrap();
         let p = booted(&e, &m, &shared, golden);
         let image = p.memory_image();
-        let (mut msg, env) = steps(&shared, golden, 2).pop().unwrap();
+        let (mut msg, env) = common::golden_steps(&shared, golden, 2).pop().unwrap();
         msg["Data"] = json!("1 + 1");
         let store = CheckpointStore::open(tmp.path().join(label)).unwrap();
 

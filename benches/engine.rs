@@ -12,18 +12,6 @@ mod common;
 use metalcu::engine::{Engine, EngineConfig, Instance, ModuleFormat, ProcessOptions};
 use serde_json::{Value, json};
 
-/// The first `n` steps (msg, env) of a goldens file.
-fn steps(shared: &Path, name: &str, n: usize) -> Vec<(Value, Value)> {
-    let text = std::fs::read_to_string(shared.join(format!("goldens/out/{name}.jsonl"))).expect("goldens");
-    text.lines()
-        .take(n)
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["msg"].clone(), v["env"].clone())
-        })
-        .collect()
-}
-
 fn engine(max_memory: u64, cache: Option<PathBuf>) -> Engine {
     Engine::new(EngineConfig {
         max_memory_bytes: max_memory,
@@ -39,7 +27,7 @@ fn booted(e: &Engine, shared: &Path, module: &str, format: ModuleFormat, golden:
     let wasm = std::fs::read(shared.join("fixtures/modules").join(module)).unwrap();
     let m = e.load(&wasm, format).unwrap();
     let mut p = e.instantiate(&m, ProcessOptions::default()).unwrap();
-    for (msg, env) in steps(shared, golden, 1 + extra) {
+    for (msg, env) in common::golden_steps(shared, golden, 1 + extra) {
         p.handle(&msg, &env);
     }
     p
@@ -114,7 +102,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(10));
     let warm = |module: &str, format: ModuleFormat, golden: &str, code: Option<&str>| {
         let mut p = booted(&e, &shared, module, format, golden, 0);
-        let (msg, env) = steps(&shared, golden, 2).pop().unwrap();
+        let (msg, env) = common::golden_steps(&shared, golden, 2).pop().unwrap();
         let msg = code.map(|c| eval_msg(&msg, c)).unwrap_or(msg);
         (p.handle(&msg, &env), p, msg, env)
     };
@@ -130,7 +118,7 @@ fn benches(c: &mut Criterion) {
     let happy = std::fs::read(modules.join("happy-emscripten1.wasm")).unwrap();
     let mh = e.load(&happy, ModuleFormat::Emscripten1).unwrap();
     let mut p = e.instantiate(&mh, ProcessOptions::default()).unwrap();
-    let (msg, env) = steps(&shared, "happy", 1).pop().unwrap();
+    let (msg, env) = common::golden_steps(&shared, "happy", 1).pop().unwrap();
     g.bench_function("happy (format 1) call", |b| b.iter(|| p.handle(&msg, &env)));
 
     // Per-call overhead outside the module: a module whose `handle` only echoes the message
@@ -139,7 +127,7 @@ fn benches(c: &mut Criterion) {
     let echo = wat::parse_str(common::echo_wat("", "", "")).unwrap();
     let me = e.load(&echo, ModuleFormat::Emscripten4).unwrap();
     let mut p = e.instantiate(&me, ProcessOptions::default()).unwrap();
-    let (msg, env) = steps(&shared, "aos1-basics", 2).pop().unwrap();
+    let (msg, env) = common::golden_steps(&shared, "aos1-basics", 2).pop().unwrap();
     let msg = eval_msg(&msg, "1 + 1");
     g.bench_function("echo module, aos-sized message (per-call overhead)", |b| b.iter(|| p.handle(&msg, &env)));
     g.finish();

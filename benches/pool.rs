@@ -31,17 +31,6 @@ const MESSAGES: usize = 10;
 /// Interleaved rounds per worker count.
 const ROUNDS: usize = 5;
 
-fn steps(shared: &Path, name: &str, n: usize) -> Vec<(Value, Value)> {
-    let text = std::fs::read_to_string(shared.join(format!("goldens/out/{name}.jsonl"))).expect("goldens");
-    text.lines()
-        .take(n)
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["msg"].clone(), v["env"].clone())
-        })
-        .collect()
-}
-
 struct Fleet {
     procs: Vec<Option<Instance>>,
     msg: Arc<Value>,
@@ -50,13 +39,13 @@ struct Fleet {
 
 fn fleet(e: &Engine, m: &Arc<LoadedModule>, shared: &Path) -> Fleet {
     let mut boot = e.instantiate(m, ProcessOptions::default()).unwrap();
-    for (msg, env) in steps(shared, "aos1-basics", 4) {
+    for (msg, env) in common::golden_steps(shared, "aos1-basics", 4) {
         boot.handle(&msg, &env);
     }
     let image = boot.memory_image();
     let procs =
         (0..PROCESSES).map(|_| Some(e.instantiate_image(m, ProcessOptions::default(), &image).unwrap())).collect();
-    let (mut msg, env) = steps(shared, "aos1-basics", 2).pop().unwrap();
+    let (mut msg, env) = common::golden_steps(shared, "aos1-basics", 2).pop().unwrap();
     msg["Data"] = json!("1 + 1");
     Fleet { procs, msg: Arc::new(msg), env: Arc::new(env) }
 }

@@ -9,7 +9,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use metalcu::checkpoint::{CheckpointPolicy, CheckpointStore};
 use metalcu::engine::{Engine, EngineConfig};
@@ -38,12 +37,7 @@ struct World {
 
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let clock = AtomicU64::new(T0);
-    let su = LocalScheduler::open(
-        dir.path().join("su.redb"),
-        Box::new(move || clock.fetch_add(1000, Ordering::SeqCst) as i64),
-    )
-    .unwrap();
+    let su = common::stepping_scheduler(dir.path(), T0 as i64);
     let gateway = Arc::new(LocalGateway::default());
     let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
     let module_tags = common::module_tags("wasm32-unknown-emscripten4");

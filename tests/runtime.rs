@@ -170,12 +170,7 @@ fn setup(messages: usize) -> Setup {
 /// A process of module `wat` with `messages` messages after its spawn.
 fn setup_with(messages: usize, wat: &str, policy: Policy) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let clock = AtomicU64::new(T0 as u64);
-    let inner = LocalScheduler::open(
-        dir.path().join("su.redb"),
-        Box::new(move || clock.fetch_add(1000, Ordering::SeqCst) as i64),
-    )
-    .unwrap();
+    let inner = common::stepping_scheduler(dir.path(), T0);
     let gateway = Arc::new(LocalGateway::default());
     let wasm = wat::parse_str(wat).unwrap();
     let module_tags = common::module_tags("wasm32-unknown-emscripten4");

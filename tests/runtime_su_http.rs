@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -116,14 +116,7 @@ struct Setup {
 
 async fn setup(messages: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let clock = AtomicU64::new(1_800_000_000_000);
-    let su = Arc::new(
-        LocalScheduler::open(
-            dir.path().join("su.redb"),
-            Box::new(move || clock.fetch_add(1000, Ordering::SeqCst) as i64),
-        )
-        .unwrap(),
-    );
+    let su = Arc::new(common::stepping_scheduler(dir.path(), 1_800_000_000_000));
     let gateway = Arc::new(LocalGateway::default());
     let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();

@@ -22,6 +22,29 @@ pub fn shared_dir() -> Option<PathBuf> {
     None
 }
 
+/// A local scheduler in `dir/su.redb` whose clock reads `t0` for the first message and one second
+/// later for each next one, so every message has its own timestamp, the same on every run.
+pub fn stepping_scheduler(dir: &std::path::Path, t0: i64) -> metalcu::su::local::LocalScheduler {
+    let clock = std::sync::atomic::AtomicI64::new(t0);
+    metalcu::su::local::LocalScheduler::open(
+        dir.join("su.redb"),
+        Box::new(move || clock.fetch_add(1000, std::sync::atomic::Ordering::SeqCst)),
+    )
+    .unwrap()
+}
+
+/// The first `n` steps (msg, env) of the goldens file `name` in `shared`.
+pub fn golden_steps(shared: &std::path::Path, name: &str, n: usize) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let text = std::fs::read_to_string(shared.join(format!("goldens/out/{name}.jsonl"))).expect("goldens");
+    text.lines()
+        .take(n)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["msg"].clone(), v["env"].clone())
+        })
+        .collect()
+}
+
 /// The tags of a module of `format` as the tests register it: JSON in and out, 1 GiB of memory
 /// and the reference's compute limit.
 pub fn module_tags(format: &str) -> Vec<metalcu::su::types::Tag> {

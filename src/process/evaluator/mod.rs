@@ -769,19 +769,23 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         Runtime { core: Arc::new(core) }
     }
 
+    /// The runtime with `change` applied to its core, and the instance cap recomputed from the
+    /// engine and the pool. Builders only: `what` names the builder called after sharing.
+    fn reconfigure(self, what: &str, change: impl FnOnce(&mut Core<S, G>)) -> Self {
+        let mut core = Arc::into_inner(self.core).unwrap_or_else(|| panic!("{what} before the runtime is shared"));
+        change(&mut core);
+        Runtime { core: Arc::new(Core::with_instance_cap(core)) }
+    }
+
     /// The same runtime evaluating long cron gaps in chunks of at most `ticks` ticks (default
     /// [`cron::MAX_TICKS_PER_CHUNK`]; at least 1). For tests of the chunking.
     pub fn with_cron_chunk(self, ticks: usize) -> Self {
-        let mut core = Arc::into_inner(self.core).expect("with_cron_chunk before the runtime is shared");
-        core.cron_chunk = ticks.max(1);
-        Runtime { core: Arc::new(core) }
+        self.reconfigure("with_cron_chunk", |core| core.cron_chunk = ticks.max(1))
     }
 
     /// This runtime, evaluating on `pool` instead of a default one (one pinned worker per CPU).
     pub fn with_pool(self, pool: WorkerPool) -> Self {
-        let mut core = Arc::into_inner(self.core).expect("with_pool before the runtime is shared");
-        core.pool = pool;
-        Runtime { core: Arc::new(Core::with_instance_cap(core)) }
+        self.reconfigure("with_pool", |core| core.pool = pool)
     }
 
     /// This runtime, writing file checkpoints into `store` by `policy` and resuming processes
@@ -791,17 +795,13 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
         store: Arc<crate::checkpoint::CheckpointStore>,
         policy: crate::checkpoint::CheckpointPolicy,
     ) -> Self {
-        let mut core = Arc::into_inner(self.core).expect("with_checkpoints before the runtime is shared");
-        core.checkpoints = Some(Checkpointing { store, policy });
-        Runtime { core: Arc::new(core) }
+        self.reconfigure("with_checkpoints", |core| core.checkpoints = Some(Checkpointing { store, policy }))
     }
 
     /// This runtime, keeping at most `budget` resident bytes of process memory and letting
     /// processes idle for `ttl` go (default: no limit).
     pub fn with_residency(self, budget: u64, ttl: Option<Duration>) -> Self {
-        let mut core = Arc::into_inner(self.core).expect("with_residency before the runtime is shared");
-        core.residency = std::sync::Mutex::new(Residency::new(budget, ttl));
-        Runtime { core: Arc::new(Core::with_instance_cap(core)) }
+        self.reconfigure("with_residency", |core| core.residency = std::sync::Mutex::new(Residency::new(budget, ttl)))
     }
 
     /// The worker pool evaluations run on.
@@ -824,9 +824,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     /// This runtime, recording into `metrics` (shared with the HTTP server and the SU client)
     /// instead of its own.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
-        let mut core = Arc::into_inner(self.core).expect("with_metrics before the runtime is shared");
-        core.metrics = metrics;
-        Runtime { core: Arc::new(core) }
+        self.reconfigure("with_metrics", |core| core.metrics = metrics)
     }
 
     /// The metrics this runtime records into.

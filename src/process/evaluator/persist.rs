@@ -108,10 +108,10 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
     /// checkpoint) from the Arweave checkpoints `settings` trust (off by default). `own_address`
     /// is the CU's wallet address, the trusted owner when `settings` names none.
     pub fn with_arweave_checkpoints(self, settings: ArweaveSettings, own_address: &str) -> Self {
-        let mut core =
-            std::sync::Arc::into_inner(self.core).expect("with_arweave_checkpoints before the runtime is shared");
-        core.arweave = Some(ArweaveHydration { settings, own_address: own_address.to_string() });
-        Runtime { core: Arc::new(core) }
+        let own_address = own_address.to_string();
+        self.reconfigure("with_arweave_checkpoints", |core| {
+            core.arweave = Some(ArweaveHydration { settings, own_address })
+        })
     }
 }
 
