@@ -35,6 +35,13 @@ pub struct DevConfig {
     pub checkpoints: bool,
     /// Also a checkpoint after this many evaluations of a process (`None`: not by count).
     pub checkpoint_every: Option<u64>,
+    /// Processes kept live per worker (serve's `WASM_INSTANCE_CACHE_MAX_SIZE`).
+    pub live_per_worker: usize,
+    /// Resident bytes of process memory kept before least recently used processes are evicted
+    /// (serve's `PROCESS_MEMORY_CACHE_MAX_SIZE`; `None`: the count cap alone).
+    pub memory_budget: Option<u64>,
+    /// Time evaluations in flight and checkpoints get when the stack stops.
+    pub shutdown_deadline: std::time::Duration,
 }
 
 impl DevConfig {
@@ -49,11 +56,14 @@ impl DevConfig {
             workers: 0,
             checkpoints: true,
             checkpoint_every: Some(crate::checkpoint::policy::DEFAULT_EVERY_MESSAGES),
+            live_per_worker: crate::process::residency::DEFAULT_LIVE_PER_WORKER,
+            memory_budget: None,
+            shutdown_deadline: SHUTDOWN_DEADLINE,
         }
     }
 }
 
-/// Time `metalcu dev` gives evaluations in flight and checkpoints when it stops.
+/// Time `metalcu dev` gives evaluations in flight and checkpoints when it stops, by default.
 pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn tag(name: &str, value: &str) -> Tag {
@@ -74,18 +84,19 @@ pub struct Dev {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     runtime: Runtime<LocalScheduler, LocalGateway>,
+    shutdown_deadline: std::time::Duration,
 }
 
 impl Dev {
     /// Stops both servers (in-flight requests finish first), waits for them, then lets the
     /// evaluations in flight finish and checkpoints every process that evaluated since its last
-    /// checkpoint (within [`SHUTDOWN_DEADLINE`]).
+    /// checkpoint (within [`DevConfig::shutdown_deadline`]).
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         for t in self.tasks {
             t.await??;
         }
-        let report = self.runtime.shutdown(SHUTDOWN_DEADLINE).await;
+        let report = self.runtime.shutdown(self.shutdown_deadline).await;
         tracing::info!(?report, "metalcu dev stopped");
         Ok(())
     }
@@ -138,13 +149,19 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<Dev> {
             posted.process_id
         }
     };
-    let engine_cfg = EngineConfig { cache_dir: Some(cfg.data_dir.join("cache")), ..EngineConfig::default() };
+    let pool = WorkerPool::new(&PoolConfig { workers: cfg.workers, ..PoolConfig::default() })?;
+    let engine_cfg = EngineConfig {
+        cache_dir: Some(cfg.data_dir.join("cache")),
+        pool_slots: crate::serve::instance_slots(cfg.live_per_worker, pool.workers())?,
+        ..EngineConfig::default()
+    };
     let engine = Arc::new(Engine::new(engine_cfg)?);
     // The local scheduler is called in-process: no SU fetch is recorded.
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let pool = WorkerPool::new(&PoolConfig { workers: cfg.workers, ..PoolConfig::default() })?;
-    let mut runtime =
-        Runtime::new(engine, store, su.clone(), gateway, Policy::default()).with_metrics(metrics).with_pool(pool);
+    let mut runtime = Runtime::new(engine, store, su.clone(), gateway, Policy::default())
+        .with_metrics(metrics)
+        .with_residency(cfg.memory_budget.unwrap_or(u64::MAX), None)
+        .with_pool(pool);
     if cfg.checkpoints {
         let dir = cfg.data_dir.join("checkpoints");
         let files = CheckpointStore::open(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
@@ -163,7 +180,8 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<Dev> {
         tokio::spawn(crate::http::serve(cu_listener, service, wait(rx.clone()))),
         tokio::spawn(crate::su::local_http::serve(su_listener, su, wait(rx))),
     ];
-    Ok(Dev { cu_addr, su_addr, pid, module_id, module_name: name, format, stop: tx, tasks, runtime })
+    let shutdown_deadline = cfg.shutdown_deadline;
+    Ok(Dev { cu_addr, su_addr, pid, module_id, module_name: name, format, stop: tx, tasks, runtime, shutdown_deadline })
 }
 
 /// Runs until `shutdown` resolves, printing where everything is and how to use it.

@@ -64,6 +64,19 @@ struct DevArgs {
     /// No file checkpoints at all: every restart replays each process from the scheduler.
     #[arg(long)]
     no_checkpoints: bool,
+    /// Processes kept live (a pooled instance each) per worker, as serve's
+    /// WASM_INSTANCE_CACHE_MAX_SIZE.
+    #[arg(long, value_name = "N", default_value_t = metalcu::process::residency::DEFAULT_LIVE_PER_WORKER as u64,
+          value_parser = clap::value_parser!(u64).range(1..=metalcu::process::residency::MAX_LIVE_PER_WORKER as u64))]
+    wasm_instance_cache_max_size: u64,
+    /// Resident bytes of process memory kept before least recently used processes are evicted to
+    /// a checkpoint, as serve's PROCESS_MEMORY_CACHE_MAX_SIZE (default: no byte limit).
+    #[arg(long, value_name = "BYTES")]
+    process_memory_cache_max_size: Option<u64>,
+    /// On stop: ms for evaluations in flight and checkpoints, as serve's SHUTDOWN_DEADLINE_MS.
+    #[arg(long, value_name = "MS", default_value_t = metalcu::dev::SHUTDOWN_DEADLINE.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    shutdown_deadline_ms: u64,
 }
 
 fn dev(a: DevArgs) -> anyhow::Result<()> {
@@ -78,6 +91,9 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
         workers: a.workers,
         checkpoints: !a.no_checkpoints,
         checkpoint_every: (a.checkpoint_every > 0).then_some(a.checkpoint_every),
+        live_per_worker: a.wasm_instance_cache_max_size as usize,
+        memory_budget: a.process_memory_cache_max_size,
+        shutdown_deadline: std::time::Duration::from_millis(a.shutdown_deadline_ms),
         ..metalcu::dev::DevConfig::new(a.data_dir)
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -72,18 +72,21 @@ pub async fn run(
     notify::status(&format!("starting: opening the results store {}", cfg.db_path.display()));
     let store =
         Arc::new(RedbStore::open(&cfg.db_path).map_err(|e| anyhow::anyhow!("DB_URL {}: {e}", cfg.db_path.display()))?);
-    let engine_cfg = EngineConfig {
-        max_memory_bytes: cfg.policy.memory_max,
-        cache_dir: Some(cfg.wasm_dir.join("compiled")),
-        ..EngineConfig::default()
-    };
-    notify::status("starting: engine");
-    let engine = Arc::new(Engine::new(engine_cfg)?);
-    let engine_deadline = engine.config().deadline;
     notify::status("starting: worker pool");
     let pool =
         WorkerPool::new(&cfg.pool).map_err(|e| anyhow::anyhow!("WASM_EVALUATION_MAX_WORKERS / WORKER_CPUS: {e}"))?;
-    tracing::info!(workers = pool.workers(), "evaluation worker pool");
+    let engine_cfg = EngineConfig {
+        max_memory_bytes: cfg.policy.memory_max,
+        pool_slots: instance_slots(cfg.live_per_worker, pool.workers())?,
+        cache_dir: Some(cfg.wasm_dir.join("compiled")),
+        ..EngineConfig::default()
+    };
+    tracing::info!(workers = pool.workers(), instance_slots = engine_cfg.pool_slots, "evaluation worker pool");
+    notify::status("starting: engine");
+    let engine = Arc::new(Engine::new(engine_cfg).map_err(|e| {
+        anyhow::anyhow!("instance pool (WASM_INSTANCE_CACHE_MAX_SIZE × PROCESS_WASM_MEMORY_MAX_LIMIT): {e}")
+    })?);
+    let engine_deadline = engine.config().deadline;
     let mut runtime = Runtime::new(engine, store, su, gateway, cfg.policy.clone())
         .with_metrics(metrics)
         .with_pool(pool)
@@ -125,6 +128,14 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+/// The engine's instance slots for `per_worker` live processes on each of `workers` workers,
+/// refused when this host's `vm.max_map_count` cannot hold them.
+pub fn instance_slots(per_worker: usize, workers: usize) -> anyhow::Result<u32> {
+    let slots = crate::process::residency::pool_slots_for(per_worker, workers);
+    crate::doctor::check_pool_fits(slots as u64, workers).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(slots as u32)
 }
 
 /// Resolves once SIGINT or SIGTERM arrives.

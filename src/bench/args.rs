@@ -23,6 +23,8 @@ pub const MAX_RUN_SECONDS: f64 = 86_400.0;
 pub const MIN_PHASE_SECONDS: f64 = 0.1;
 /// Time the dry-run phase may take at most, whatever `--dry-runs` asks.
 pub const DRY_RUN_MAX_TIME: Duration = Duration::from_secs(60);
+/// Most `--dev-arg`s.
+pub const MAX_DEV_ARGS: usize = 64;
 /// Tag every message and dry-run carries when no `--tag` is given (aos evaluates the data).
 pub const DEFAULT_TAG: (&str, &str) = ("Action", "Eval");
 
@@ -91,6 +93,14 @@ pub struct BenchArgs {
     /// Keep the temporary data directory (its path is printed).
     #[arg(long)]
     pub keep_data: bool,
+    /// A further argument of the child `metalcu dev` (repeat for more), e.g.
+    /// `--dev-arg=--wasm-instance-cache-max-size=5000`.
+    #[arg(long = "dev-arg", value_name = "ARG", allow_hyphen_values = true, conflicts_with = "cu_url")]
+    pub dev_args: Vec<String>,
+    /// After the cold phase, stop the child (SIGINT: drain, checkpoints), start it again on the
+    /// same data and give every process one new message: the time to bring them all back.
+    #[arg(long, conflicts_with = "cu_url")]
+    pub restart: bool,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -105,7 +115,13 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum Target {
     /// `metalcu dev` as a child process.
-    Child { module: Option<(PathBuf, String)>, data_dir: Option<PathBuf>, keep_data: bool, workers: usize },
+    Child {
+        module: Option<(PathBuf, String)>,
+        data_dir: Option<PathBuf>,
+        keep_data: bool,
+        workers: usize,
+        dev_args: Vec<String>,
+    },
     /// A running CU and local scheduler.
     External { cu_url: String, su_url: String, process: String, server_pid: Option<u32> },
 }
@@ -114,6 +130,7 @@ pub enum Target {
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub target: Target,
+    pub restart: bool,
     pub processes: usize,
     pub messages: usize,
     pub data: String,
@@ -148,13 +165,23 @@ impl Settings {
                     anyhow::bail!("--data-dir {}: exists already; the bench needs a fresh directory", dir.display());
                 }
                 let workers = within("workers", a.workers, 0, crate::pool::MAX_WORKERS)?;
-                Target::Child { module: a.module.zip(a.format), data_dir: a.data_dir, keep_data: a.keep_data, workers }
+                if a.dev_args.len() > MAX_DEV_ARGS {
+                    anyhow::bail!("--dev-arg: at most {MAX_DEV_ARGS}");
+                }
+                Target::Child {
+                    module: a.module.zip(a.format),
+                    data_dir: a.data_dir,
+                    keep_data: a.keep_data,
+                    workers,
+                    dev_args: a.dev_args,
+                }
             }
             _ => anyhow::bail!("--cu-url, --su-url and --process go together"),
         };
         let tags = if a.tags.is_empty() { vec![(DEFAULT_TAG.0.into(), DEFAULT_TAG.1.into())] } else { a.tags };
         Ok(Settings {
             target,
+            restart: a.restart,
             processes: within("processes", a.processes, 1, MAX_PROCESSES)?,
             messages: within("messages", a.messages, 1, MAX_MESSAGES)?,
             data: a.data,
@@ -197,6 +224,10 @@ mod tests {
         assert!(settings(&["--read-seconds", "0"]).is_err());
         assert!(settings(&["--module", "x.wasm"]).is_err(), "--module needs --format");
         assert!(settings(&["--tag", "novalue"]).is_err());
+        let s = settings(&["--dev-arg=--wasm-instance-cache-max-size=5000", "--dev-arg", "--no-checkpoints"]).unwrap();
+        let Target::Child { dev_args, .. } = &s.target else { panic!("a child stack") };
+        assert_eq!(dev_args, &["--wasm-instance-cache-max-size=5000", "--no-checkpoints"]);
+        assert!(settings(&["--cu-url", "http://a:1", "--su-url", "http://b:2", "--process", "P", "--restart"]).is_err());
         let s = settings(&["--tag", "Action=Balance", "--tag", "X=a=b"]).unwrap();
         assert_eq!(s.tags[1], ("X".to_string(), "a=b".to_string()));
     }

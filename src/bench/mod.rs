@@ -5,6 +5,8 @@
 //! 1. setup — spawn `processes - 1` more processes through the scheduler's `POST /`;
 //! 2. post — `messages` messages per process to the scheduler (the scheduler's speed);
 //! 3. cold — `/result` of each process's last message: the CU evaluates every log → msg/s;
+//!    with `--restart`, then the server is stopped, started again on its data, and every process
+//!    answers one new message ([`restart`]);
 //! 4. steady — post one message, read its result, repeat → msg/s and per-message latency;
 //! 5. cached — concurrent keep-alive `/result` of evaluated messages → req/s and latency;
 //! 6. dry-run — one at a time → latency of the first and of the warm ones;
@@ -28,6 +30,7 @@ mod load;
 mod progress;
 mod read;
 mod report;
+mod restart;
 mod stack;
 mod stats;
 mod stop;
@@ -154,6 +157,19 @@ async fn phases(settings: &Settings, stack: &mut Stack, stop: &Stop, report: &mu
     }
     report.cold = Some(load::cold(&ctx, &procs).await);
     note_memory(report, pid, "cold");
+    report.live_after_cold = restart::gauge(&ctx.cu, restart::RESIDENT_GAUGE).await;
+    let mut ctx = ctx;
+    let mut pid = pid;
+    if settings.restart {
+        if !go_on(stack, stop)? {
+            return Ok(());
+        }
+        let (r, next) = restart::run(&ctx, stack, &mut procs).await?;
+        report.restart = Some(r);
+        (ctx, pid) = (next, stack.info.server_pid);
+        report.stack = Some(stack.info.clone());
+        note_memory(report, pid, "restart");
+    }
     if settings.steady_messages > 0 {
         if !go_on(stack, stop)? {
             return Ok(());

@@ -217,6 +217,9 @@ pub struct Report {
     pub setup: Option<SetupReport>,
     pub post: Option<PostReport>,
     pub cold: Option<ColdReport>,
+    /// Processes the server held live after the cold phase (`/metrics`).
+    pub live_after_cold: Option<u64>,
+    pub restart: Option<super::restart::RestartReport>,
     pub steady: Option<SteadyReport>,
     pub cached: Option<CachedReport>,
     pub dry_run: Option<DryRunReport>,
@@ -252,6 +255,8 @@ impl Report {
             setup: None,
             post: None,
             cold: None,
+            live_after_cold: None,
+            restart: None,
             steady: None,
             cached: None,
             dry_run: None,
@@ -277,6 +282,10 @@ impl Report {
         }
         if let Some(p) = &self.cold {
             total += p.errors.count + p.result_errors.count;
+        }
+        if let Some(r) = &self.restart {
+            total += r.post.as_ref().map_or(0, |p| p.errors.count);
+            total += r.back.as_ref().map_or(0, |b| b.errors.count + b.result_errors.count);
         }
         if let Some(p) = &self.steady {
             total += p.errors.count + p.result_errors.count;
@@ -398,6 +407,31 @@ impl Report {
                 if p.complete { "" } else { " (incomplete)" }
             );
             detail(&mut o, "per process", &p.per_process);
+            if let Some(n) = self.live_after_cold {
+                let _ = writeln!(o, "             processes live in the server after it: {n}");
+            }
+        }
+        if let Some(r) = &self.restart {
+            let live = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
+            let _ = writeln!(
+                o,
+                "  restart  stop (drain, checkpoints) {:.2} s with {} live; start until listening {:.2} s",
+                r.stop_seconds,
+                live(r.live_before),
+                r.start_seconds
+            );
+            if let Some(b) = &r.back {
+                let _ = writeln!(
+                    o,
+                    "           back: {} process(es) loaded again and answered one new message each in {:.3} s = {:.1} processes/s{}; {} live after",
+                    b.processes,
+                    b.seconds,
+                    b.processes as f64 / b.seconds.max(f64::MIN_POSITIVE),
+                    if b.complete { "" } else { " (incomplete)" },
+                    live(r.live_after)
+                );
+                detail(&mut o, "per process", &b.per_process);
+            }
         }
         if let Some(p) = &self.steady {
             let _ = writeln!(
@@ -476,6 +510,15 @@ impl Report {
         if let Some(p) = &self.cold {
             v.push(("cold", &p.errors));
             v.push(("cold results with Error", &p.result_errors));
+        }
+        if let Some(r) = &self.restart {
+            if let Some(p) = &r.post {
+                v.push(("restart post", &p.errors));
+            }
+            if let Some(b) = &r.back {
+                v.push(("restart back", &b.errors));
+                v.push(("restart back results with Error", &b.result_errors));
+            }
         }
         if let Some(p) = &self.steady {
             v.push(("steady", &p.errors));

@@ -77,16 +77,40 @@ impl Stack {
                 },
                 child: None,
             }),
-            Target::Child { module, data_dir, keep_data, workers } => {
+            Target::Child { module, data_dir, keep_data, workers, dev_args } => {
                 let (root, temporary) = match data_dir {
                     Some(d) => (d.clone(), false),
                     None => (temp_root(), !keep_data),
                 };
-                let (child, info) = DevChild::spawn(module.as_ref(), *workers, root, temporary, stopped)?;
+                let launch = Launch { module: module.clone(), workers: *workers, dev_args: dev_args.clone() };
+                let (child, info) = DevChild::spawn(launch, root, temporary, stopped)?;
                 Ok(Stack { info, child: Some(child) })
             }
         }
     }
+
+    /// Starts the child again on the same data, after [`DevChild::stop_within`]: the new child
+    /// takes over the data directory (and its removal, if temporary); the old log is kept as
+    /// `dev.log.1`.
+    pub fn restart(&mut self, stopped: impl Fn() -> bool) -> anyhow::Result<()> {
+        let old = self.child.as_mut().ok_or_else(|| anyhow::anyhow!("no child to restart"))?;
+        let (launch, root, temporary) = (old.launch.clone(), old.root.clone(), old.temporary);
+        old.temporary = false;
+        let _ = std::fs::rename(&old.log, old.log.with_extension("log.1"));
+        let (child, info) = DevChild::spawn(launch, root, temporary, stopped)?;
+        self.child = Some(child);
+        self.info = info;
+        Ok(())
+    }
+}
+
+/// How the child is started (kept for a restart).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub module: Option<(PathBuf, String)>,
+    pub workers: usize,
+    /// Further arguments of `metalcu dev`.
+    pub dev_args: Vec<String>,
 }
 
 fn temp_root() -> PathBuf {
@@ -97,6 +121,7 @@ fn temp_root() -> PathBuf {
 /// `metalcu dev` running as a child.
 pub struct DevChild {
     child: Child,
+    launch: Launch,
     root: PathBuf,
     log: PathBuf,
     /// Remove `root` once the child is gone.
@@ -108,8 +133,7 @@ impl DevChild {
     /// Starts the child with its data in `root/dev` and its log in `root/dev.log`, and waits
     /// until it says where it listens. Call on the main thread (see the module doc).
     pub fn spawn(
-        module: Option<&(PathBuf, String)>,
-        workers: usize,
+        launch: Launch,
         root: PathBuf,
         temporary: bool,
         stopped: impl Fn() -> bool,
@@ -120,14 +144,16 @@ impl DevChild {
         let log_file = std::fs::File::create(&log).map_err(|e| anyhow::anyhow!("{}: {e}", log.display()))?;
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(&exe);
-        cmd.args(["dev", "--port", "0", "--su-port", "0", "--workers", &workers.to_string(), "--data-dir"]).arg(&data);
-        if let Some((m, f)) = module {
+        cmd.args(["dev", "--port", "0", "--su-port", "0", "--workers", &launch.workers.to_string(), "--data-dir"])
+            .arg(&data);
+        if let Some((m, f)) = &launch.module {
             cmd.arg("--module").arg(m).arg("--format").arg(f);
         }
+        cmd.args(&launch.dev_args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file);
         detach(&mut cmd);
         let child = cmd.spawn().map_err(|e| anyhow::anyhow!("starting {} dev: {e}", exe.display()))?;
-        let mut dev = DevChild { child, root, log, temporary, exited: None };
+        let mut dev = DevChild { child, launch, root, log, temporary, exited: None };
         let stdout = dev.child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         // Reads every line (the pipe never fills); the first two are sent back.
@@ -189,6 +215,11 @@ impl DevChild {
     /// Asks the child to stop (SIGINT), waits up to [`STOP_GRACE`], then kills it. Returns how it
     /// ended: `Ok(None)` = stopped cleanly.
     pub fn stop(&mut self) -> Option<String> {
+        self.stop_within(STOP_GRACE)
+    }
+
+    /// [`DevChild::stop`] with `grace` instead of [`STOP_GRACE`].
+    pub fn stop_within(&mut self, grace: Duration) -> Option<String> {
         if let Some(s) = self.exited() {
             return Some(format!("the server had exited during the run ({s}){}", self.log_tail()));
         }
@@ -196,7 +227,7 @@ impl DevChild {
         // SAFETY: a signal to our own child, which has not been reaped (try_wait said so).
         unsafe { libc::kill(pid, libc::SIGINT) };
         let start = Instant::now();
-        while start.elapsed() < STOP_GRACE {
+        while start.elapsed() < grace {
             if let Some(s) = self.exited() {
                 return (!s.success()).then(|| format!("the server exited with {s} when stopped{}", self.log_tail()));
             }
@@ -204,7 +235,7 @@ impl DevChild {
         }
         let _ = self.child.kill();
         self.exited = self.child.wait().ok();
-        Some(format!("the server did not stop within {STOP_GRACE:?} of SIGINT and was killed"))
+        Some(format!("the server did not stop within {grace:?} of SIGINT and was killed"))
     }
 
     /// The last lines of the child's log, as an error suffix.

@@ -25,6 +25,7 @@ use crate::engine::ModuleFormat;
 use crate::net::IoMode;
 use crate::pool::{MAX_QUEUE_DEPTH, MAX_WORKERS, PoolConfig};
 use crate::process::options::{DEFAULT_COMPUTE_MAX, DEFAULT_MEMORY_MAX, Policy};
+use crate::process::residency::{DEFAULT_LIVE_PER_WORKER, MAX_LIVE_PER_WORKER};
 
 pub use args::ServeArgs;
 
@@ -81,6 +82,9 @@ pub struct ServeConfig {
     pub checkpoints: Option<CheckpointSettings>,
     /// Time SIGTERM gives in-flight evaluations and checkpoints.
     pub shutdown_deadline: Duration,
+    /// Processes kept live per worker (`WASM_INSTANCE_CACHE_MAX_SIZE`): the instance pool holds
+    /// this many per worker plus the fork headroom.
+    pub live_per_worker: usize,
     /// Resident bytes of process memory kept, and the idle time after which a process leaves.
     pub residency_budget: u64,
     pub residency_ttl: Option<Duration>,
@@ -105,7 +109,6 @@ pub const INERT: &[(&str, &str)] = &[
     ("WASM_EVALUATION_PRIMARY_WORKERS_PERCENTAGE", "no separate dry-run pool yet"),
     ("WASM_EVALUATION_WORKERS_DRY_RUN_MAX_QUEUE", "no separate dry-run pool yet"),
     ("WASM_MODULE_CACHE_MAX_SIZE", "compiled modules are cached on disk, without a count limit"),
-    ("WASM_INSTANCE_CACHE_MAX_SIZE", "instances are pooled by wasmtime's allocator"),
     ("PROCESS_MEMORY_CACHE_FILE_DIR", "checkpoints come with the worker pool"),
     ("PROCESS_CHECKPOINT_CREATION_THROTTLE", "Arweave checkpoints are not created"),
     ("DISABLE_PROCESS_CHECKPOINT_CREATION", "Arweave checkpoints are not created"),
@@ -233,6 +236,9 @@ impl ServeConfig {
         let residency_budget = src
             .parse("PROCESS_MEMORY_CACHE_MAX_SIZE", |v| values::bounded(v, 0, u64::MAX))?
             .unwrap_or(crate::process::residency::DEFAULT_BUDGET);
+        let live_per_worker = src
+            .parse("WASM_INSTANCE_CACHE_MAX_SIZE", |v| values::bounded(v, 1, MAX_LIVE_PER_WORKER as u64))?
+            .map_or(DEFAULT_LIVE_PER_WORKER, |n| n as usize);
         let residency_ttl = src
             .parse("PROCESS_MEMORY_CACHE_TTL", |v| values::bounded(v, 0, 365 * 86_400_000))?
             .map_or(Some(crate::process::residency::DEFAULT_TTL), |ms| (ms > 0).then(|| Duration::from_millis(ms)));
@@ -268,6 +274,7 @@ impl ServeConfig {
             shutdown_deadline,
             residency_budget,
             residency_ttl,
+            live_per_worker,
             arweave,
         };
         Ok((cfg, inert))

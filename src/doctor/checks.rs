@@ -164,7 +164,17 @@ fn limit_json(l: &Option<Limit>) -> Value {
 
 /// Map entries the configured pool may need at full use.
 pub fn map_entries_needed(s: &Sizing) -> u64 {
-    BASE_MAP_ENTRIES + s.pool_slots as u64 * MAP_ENTRIES_PER_SLOT + ASSUMED_RESIDENT_MODULES * MAP_ENTRIES_PER_MODULE
+    map_entries_for_slots(s.pool_slots.into())
+}
+
+/// Map entries a pool of `slots` may need at full use.
+pub fn map_entries_for_slots(slots: u64) -> u64 {
+    BASE_MAP_ENTRIES + slots * MAP_ENTRIES_PER_SLOT + ASSUMED_RESIDENT_MODULES * MAP_ENTRIES_PER_MODULE
+}
+
+/// The most pool slots whose mappings fit in `max_map_count` (0 when not even the base fits).
+pub fn slots_within_map_count(max_map_count: u64) -> u64 {
+    max_map_count.saturating_sub(map_entries_for_slots(0)) / MAP_ENTRIES_PER_SLOT
 }
 
 /// Address space the pool reserves at start: every memory slot with its guard, and the tables.

@@ -78,7 +78,7 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-fn read_u64(path: &str) -> Option<u64> {
+pub fn read_u64(path: &str) -> Option<u64> {
     read(path)?.parse().ok()
 }
 

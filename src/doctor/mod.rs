@@ -9,8 +9,9 @@
 //!
 //! Sizing comes from the same settings as `metalcu serve` (`PROCESS_WASM_MEMORY_MAX_LIMIT`, `IO`,
 //! `DATA_DIR`, `DB_URL`, `WASM_BINARY_FILE_DIRECTORY`), parsed by the same parsers, with flag >
-//! `--env-file` > environment > `--config` file > default; `--pool-slots` is the engine's
-//! instance count (serve's is `EngineConfig::default().pool_slots`).
+//! `--env-file` > environment > `--config` file > default. The pool has serve's size
+//! (`WASM_INSTANCE_CACHE_MAX_SIZE` per worker on `WASM_EVALUATION_MAX_WORKERS` workers, plus the
+//! fork headroom: [`residency::pool_slots_for`]) unless `--pool-slots` gives the slots outright.
 //!
 //! doctor never changes the host: it reads `/proc`, `/sys`, resource limits and `statvfs`, runs
 //! the io_uring probe on a throwaway ring, hashes a scratch mapping of its own with write
@@ -29,7 +30,27 @@ use crate::config::file::ConfigFile;
 use crate::config::values::{self, Sources};
 use crate::engine::{Engine, EngineConfig};
 use crate::net::IoMode;
+use crate::pool::MAX_WORKERS;
+use crate::process::residency;
 use checks::{Check, Sizing, Status};
+
+/// The start-up check of `serve` and `dev`: a pool of `slots` instances must fit this host's
+/// `vm.max_map_count` by the estimate `doctor` uses ([`checks::map_entries_for_slots`]), or the
+/// server would fail instances once the pool fills. An unreadable count passes (doctor warns).
+pub fn check_pool_fits(slots: u64, workers: usize) -> Result<(), String> {
+    let Some(max) = host::read_u64("/proc/sys/vm/max_map_count") else { return Ok(()) };
+    let need = checks::map_entries_for_slots(slots);
+    if need <= max {
+        return Ok(());
+    }
+    let fit = checks::slots_within_map_count(max);
+    let per_worker = fit.saturating_sub(2 * workers as u64 + 1) / workers.max(1) as u64;
+    Err(format!(
+        "WASM_INSTANCE_CACHE_MAX_SIZE: a pool of {slots} instance slots may need {need} memory mappings, but \
+         vm.max_map_count is {max}: at most {per_worker} live processes per worker fit ({workers} workers); \
+         lower WASM_INSTANCE_CACHE_MAX_SIZE or raise vm.max_map_count (tuning/sysctl.d/90-metalcu.conf)"
+    ))
+}
 
 /// Exit code when a check FAILs: a setting blocks the configured size.
 pub const EXIT_BLOCKED: u8 = 2;
@@ -39,9 +60,16 @@ pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// Arguments of `metalcu doctor`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DoctorArgs {
-    /// Instances the engine's pool holds (serve's default: 64); each reserves the memory cap.
+    /// Instances the engine's pool holds, outright (default: serve's, from the next two);
+    /// each reserves the memory cap.
     #[arg(long, value_name = "N")]
     pub pool_slots: Option<u32>,
+    /// Processes kept live per worker [env: WASM_INSTANCE_CACHE_MAX_SIZE].
+    #[arg(long, value_name = "N")]
+    pub wasm_instance_cache_max_size: Option<String>,
+    /// Evaluation workers (0: one per CPU) [env: WASM_EVALUATION_MAX_WORKERS].
+    #[arg(long, value_name = "N")]
+    pub wasm_evaluation_max_workers: Option<String>,
     /// Memory cap of one process = one pool slot, bytes [env: PROCESS_WASM_MEMORY_MAX_LIMIT].
     #[arg(long, visible_alias = "memory-max", value_name = "BYTES")]
     pub process_wasm_memory_max_limit: Option<String>,
@@ -110,6 +138,8 @@ pub fn sizing(args: &DoctorArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow
     let mut flags = Vec::new();
     for (name, v) in [
         ("PROCESS_WASM_MEMORY_MAX_LIMIT", &args.process_wasm_memory_max_limit),
+        ("WASM_INSTANCE_CACHE_MAX_SIZE", &args.wasm_instance_cache_max_size),
+        ("WASM_EVALUATION_MAX_WORKERS", &args.wasm_evaluation_max_workers),
         ("IO", &args.io),
         ("DATA_DIR", &args.data_dir),
         ("DB_URL", &args.db_url),
@@ -133,7 +163,18 @@ pub fn sizing(args: &DoctorArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow
         .parse("WASM_BINARY_FILE_DIRECTORY", values::path)?
         .unwrap_or_else(|| std::env::temp_dir().join("metalcu-wasm"));
     let defaults = EngineConfig::default();
-    let pool_slots = args.pool_slots.unwrap_or(defaults.pool_slots);
+    let per_worker = src
+        .parse("WASM_INSTANCE_CACHE_MAX_SIZE", |v| values::bounded(v, 1, residency::MAX_LIVE_PER_WORKER as u64))?
+        .map_or(residency::DEFAULT_LIVE_PER_WORKER, |n| n as usize);
+    let workers = match src.parse("WASM_EVALUATION_MAX_WORKERS", |v| values::bounded(v, 0, MAX_WORKERS as u64))? {
+        Some(n) if n > 0 => n as usize,
+        _ => match src.parse("WORKER_CPUS", values::cpu_list)? {
+            Some(cpus) => cpus.len(),
+            None => crate::pool::available_cpus().len(),
+        },
+    };
+    let serve_slots = residency::pool_slots_for(per_worker, workers) as u32;
+    let pool_slots = args.pool_slots.unwrap_or(serve_slots);
     if pool_slots == 0 {
         anyhow::bail!("--pool-slots: expected at least 1");
     }
@@ -246,6 +287,19 @@ mod tests {
     }
 
     #[test]
+    fn the_start_check_names_the_setting_and_what_fits() {
+        let Some(max) = host::read_u64("/proc/sys/vm/max_map_count") else { return };
+        let fit = checks::slots_within_map_count(max);
+        assert!(checks::map_entries_for_slots(fit) <= max && checks::map_entries_for_slots(fit + 1) > max);
+        assert_eq!(check_pool_fits(fit, 2), Ok(()));
+        let e = check_pool_fits(fit + 1, 2).unwrap_err();
+        let per_worker = (fit - 5) / 2;
+        assert!(e.starts_with("WASM_INSTANCE_CACHE_MAX_SIZE: a pool of"), "{e}");
+        assert!(e.contains(&format!("at most {per_worker} live processes per worker fit (2 workers)")), "{e}");
+        assert!(checks::map_entries_for_slots(residency::pool_slots_for(per_worker as usize, 2) as u64) <= max);
+    }
+
+    #[test]
     fn sizing_takes_flag_then_env_file_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let envf = dir.path().join("metalcu.env");
@@ -259,10 +313,20 @@ mod tests {
         let s = sizing(&args, &env).unwrap();
         assert_eq!((s.memory_max, s.io), (2 << 30, IoMode::Epoll));
         assert_eq!(s.db_path, PathBuf::from("/srv/cu/ao-cache.redb"));
-        assert_eq!(s.pool_slots, EngineConfig::default().pool_slots);
+        let cpus = crate::pool::available_cpus().len();
+        assert_eq!(s.pool_slots as usize, residency::pool_slots_for(residency::DEFAULT_LIVE_PER_WORKER, cpus));
+        let sized = DoctorArgs {
+            wasm_instance_cache_max_size: Some("5000".into()),
+            wasm_evaluation_max_workers: Some("2".into()),
+            ..args.clone()
+        };
+        assert_eq!(sizing(&sized, &env).unwrap().pool_slots, 10_005, "5000 × 2 + 2 × 2 forks + 1 spare");
         let args = DoctorArgs { process_wasm_memory_max_limit: Some("1048576".into()), pool_slots: Some(3), ..args };
         let s = sizing(&args, &env).unwrap();
         assert_eq!((s.memory_max, s.pool_slots), (1 << 20, 3));
+        let bad = DoctorArgs { wasm_instance_cache_max_size: Some("0".into()), ..DoctorArgs::default() };
+        let e = sizing(&bad, &env).unwrap_err().to_string();
+        assert!(e.starts_with("WASM_INSTANCE_CACHE_MAX_SIZE = \"0\""), "{e}");
         let bad = DoctorArgs { io: Some("kqueue".into()), ..DoctorArgs::default() };
         let e = sizing(&bad, &env).unwrap_err().to_string();
         assert!(e.starts_with("IO = \"kqueue\" (--io)"), "{e}");

@@ -22,6 +22,33 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_BUDGET: u64 = 1 << 30;
 /// Default idle time (`PROCESS_MEMORY_CACHE_TTL`): the reference's 24 h.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default live instances per worker (`WASM_INSTANCE_CACHE_MAX_SIZE`; the reference's is 5, for
+/// V8 instances that each hold a full copy of the memory): 32, so 64 on two workers.
+pub const DEFAULT_LIVE_PER_WORKER: usize = 32;
+/// Most live instances per worker `WASM_INSTANCE_CACHE_MAX_SIZE` accepts.
+pub const MAX_LIVE_PER_WORKER: usize = 100_000;
+/// Most slots of the engine's instance pool (wasmtime counts them in `u32`; the map count and
+/// the address space bound them far below this on any real host: `metalcu doctor`).
+pub const MAX_POOL_SLOTS: usize = 1_000_000;
+
+/// Instances kept beside the resident processes for dry-run forks and rollbacks in flight: two
+/// per worker (at most half the pool, at least one).
+pub fn fork_headroom(workers: usize, slots: usize) -> usize {
+    (2 * workers).min(slots / 2).max(1)
+}
+
+/// Processes that may be resident in a pool of `slots` instances on `workers` workers: the
+/// slots less the fork headroom and one spare (at least 1).
+pub fn live_cap(workers: usize, slots: usize) -> usize {
+    slots.saturating_sub(fork_headroom(workers, slots) + 1).max(1)
+}
+
+/// The pool slots for `per_worker` resident processes on each of `workers` workers: the inverse
+/// of [`live_cap`] (`live_cap(workers, pool_slots_for(p, workers)) == p * workers` for p ≥ 2).
+pub fn pool_slots_for(per_worker: usize, workers: usize) -> usize {
+    let workers = workers.max(1);
+    (per_worker.max(1).saturating_mul(workers)).saturating_add(2 * workers + 1).min(MAX_POOL_SLOTS)
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -141,6 +168,20 @@ impl Residency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_slots_for_is_the_inverse_of_the_live_cap() {
+        for workers in [1, 2, 3, 8, 64] {
+            for per_worker in [2, 5, 32, 5_000] {
+                let slots = pool_slots_for(per_worker, workers);
+                assert_eq!(live_cap(workers, slots), per_worker * workers, "{per_worker} × {workers}");
+                assert_eq!(slots - live_cap(workers, slots), fork_headroom(workers, slots) + 1);
+            }
+        }
+        // One per worker still leaves each worker its forks and the pool never has 0 resident.
+        assert_eq!(live_cap(1, pool_slots_for(1, 1)), 1);
+        assert_eq!(pool_slots_for(MAX_LIVE_PER_WORKER, crate::pool::MAX_WORKERS), MAX_POOL_SLOTS);
+    }
 
     #[test]
     fn least_recently_used_go_first_until_the_rest_fits() {

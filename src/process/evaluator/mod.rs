@@ -71,7 +71,8 @@ pub const MIN_PAGE_SIZE: u32 = 2;
 pub const MAX_PAGE_SIZE: u32 = crate::su::types::MAX_PAGE_EDGES as u32;
 /// Most gateway blocks fetched for the block heights of one gap's crons.
 pub const MAX_BLOCKS_PER_GAP: usize = 1_000_000;
-/// Processes the runtime keeps state for at once.
+/// Processes the runtime keeps state for at once (live, or with requests waiting), at least;
+/// twice the live cap when that is more ([`Core::max_processes`]).
 pub const MAX_PROCESSES: usize = 10_000;
 
 /// A failure the HTTP layer turns into `{"error": message}` with `status`.
@@ -174,6 +175,8 @@ struct Core<S: Scheduler, G: Gateway> {
     admission: Arc<tokio::sync::Semaphore>,
     /// One permit per dry-run fork alive (the headroom's share for forks).
     forks: Arc<tokio::sync::Semaphore>,
+    /// Most processes in `processes`: [`MAX_PROCESSES`], or twice the live cap if more.
+    max_processes: usize,
     /// Hydration of processes new to this CU from Arweave checkpoints, if on.
     arweave: Option<persist::ArweaveHydration>,
 }
@@ -241,8 +244,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     fn slot(&self, pid: &str) -> Result<Slot, CuError> {
         self.policy.check_process(pid).map_err(|e| CuError::new(403, e))?;
         let mut map = self.processes.lock().expect("process map");
-        if !map.contains_key(pid) && map.len() >= MAX_PROCESSES {
-            return Err(CuError::new(503, format!("this CU holds {MAX_PROCESSES} processes; try again later")));
+        if !map.contains_key(pid) && map.len() >= self.max_processes {
+            return Err(CuError::new(503, format!("this CU holds {} processes; try again later", self.max_processes)));
         }
         Ok(map.entry(pid.to_string()).or_default().clone())
     }
@@ -763,6 +766,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             residency: std::sync::Mutex::new(Residency::new(u64::MAX, None)),
             admission: Arc::new(tokio::sync::Semaphore::new(1)),
             forks: Arc::new(tokio::sync::Semaphore::new(1)),
+            max_processes: MAX_PROCESSES,
             arweave: None,
         };
         let core = Core::with_instance_cap(core);

@@ -29,7 +29,7 @@ use super::{Core, CuError, Loaded, Runtime, pool_error};
 use crate::checkpoint::arweave::{self, ArweaveCheckpoint, ArweaveSettings, Choice};
 use crate::checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStore};
 use crate::gateway::Gateway;
-use crate::process::residency::Residency;
+use crate::process::residency::{self, Residency};
 use crate::su::hashchain::Link;
 use crate::su::scheduler::Scheduler;
 
@@ -64,6 +64,9 @@ impl RollbackImage {
         }
     }
 }
+
+/// Checkpoints written at once per worker on shutdown.
+pub const SHUTDOWN_CONCURRENCY_PER_WORKER: usize = 4;
 
 /// What [`Core::shutdown`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -310,13 +313,13 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// `core` with its residency capped at the processes the engine's instance pool holds, less
     /// a headroom of two instances per worker (dry-run forks, rollbacks) and one spare.
     pub(super) fn with_instance_cap(mut core: Self) -> Self {
-        let slots = core.engine.config().pool_slots as usize;
-        let forks = (2 * core.pool.workers()).min(slots / 2).max(1);
-        let cap = slots.saturating_sub(forks + 1).max(1);
+        let (slots, workers) = (core.engine.config().pool_slots as usize, core.pool.workers());
+        let (forks, cap) = (residency::fork_headroom(workers, slots), residency::live_cap(workers, slots));
         let r = std::mem::replace(&mut *core.residency.lock().expect("residency lock"), Residency::new(0, None));
         *core.residency.lock().expect("residency lock") = r.with_max_count(cap);
         core.admission = Arc::new(tokio::sync::Semaphore::new(cap));
         core.forks = Arc::new(tokio::sync::Semaphore::new(forks));
+        core.max_processes = super::MAX_PROCESSES.max(2 * cap);
         core
     }
 
@@ -396,31 +399,40 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     }
 
     /// SIGTERM: waits for each process's evaluation in flight (its lock), then checkpoints every
-    /// process that evaluated since its last checkpoint, all within `deadline`.
+    /// process that evaluated since its last checkpoint, all within `deadline`; up to
+    /// [`SHUTDOWN_CONCURRENCY_PER_WORKER`] per worker at once, so the workers and the disk stay
+    /// busy together (one process's write overlaps another's fsync).
     pub(super) async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        use futures_util::StreamExt as _;
         let slots: Vec<(String, super::Slot)> =
             self.processes.lock().expect("process map").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut report = ShutdownReport { abandoned: slots.len(), ..ShutdownReport::default() };
+        let report = std::sync::Mutex::new(ShutdownReport { abandoned: slots.len(), ..ShutdownReport::default() });
         let on_shutdown = self.checkpoints.as_ref().is_some_and(|c| c.policy.on_shutdown);
-        let work = async {
-            for (pid, slot) in slots {
+        let concurrency = SHUTDOWN_CONCURRENCY_PER_WORKER * self.pool.workers().max(1);
+        let work = futures_util::stream::iter(slots).for_each_concurrent(concurrency, |(pid, slot)| {
+            let report = &report;
+            async move {
                 let mut guard = slot.lock_owned().await;
+                let mut outcome = None;
                 if let (Some(p), true) = (guard.as_mut(), on_shutdown) {
-                    match self.checkpoint_if_due(&pid, p, true).await {
-                        Some(true) => report.checkpointed += 1,
-                        Some(false) => report.failed += 1,
-                        None => {}
-                    }
+                    outcome = self.checkpoint_if_due(&pid, p, true).await;
                     if p.checked_out {
                         guard.take();
                     }
                 }
-                report.abandoned -= 1;
+                let mut r = report.lock().expect("shutdown report");
+                match outcome {
+                    Some(true) => r.checkpointed += 1,
+                    Some(false) => r.failed += 1,
+                    None => {}
+                }
+                r.abandoned -= 1;
             }
-        };
+        });
         if tokio::time::timeout(deadline, work).await.is_err() {
             tracing::warn!(?deadline, "shutdown deadline reached before every process was checkpointed");
         }
+        let report = report.lock().expect("shutdown report").clone();
         report
     }
 }
