@@ -41,6 +41,12 @@ grace=30
 [ -d "$shared/fixtures/modules" ] || { echo "flame.sh: shared test data not found at $shared (set METALCU_SHARED)" >&2; exit 2; }
 command -v perf > /dev/null || { echo "flame.sh: perf not found" >&2; exit 2; }
 mkdir -p "$out" "$results"
+# Kernel frames need root or perf_event_paranoid <= 1; otherwise sample user space only.
+event=cpu-clock
+if [ "$(id -u)" != 0 ] && [ "$(cat /proc/sys/kernel/perf_event_paranoid)" -gt 1 ]; then
+  event=cpu-clock:u
+  echo "flame.sh: kernel.perf_event_paranoid > 1 and not root: user-space samples only" >&2
+fi
 
 # inferno: on PATH, or installed once under target/flame/tools (not ~/.cargo).
 if ! command -v inferno-flamegraph > /dev/null; then
@@ -105,7 +111,7 @@ profile() {
   before=$(cpu_ticks "$dev_pid")
   load0=$(cut -d' ' -f1-3 /proc/loadavg)
   t0=$(date +%s.%N)
-  timeout -s INT $((seconds + grace)) perf record -e cpu-clock -F "$freq" --call-graph "dwarf,$stack" \
+  timeout -s INT $((seconds + grace)) perf record -e "$event" -F "$freq" --call-graph "dwarf,$stack" \
     -p "$dev_pid" -o "$dir/perf.data" > "$dir/perf-record.log" 2>&1 &
   perf_pid=$!
   sleep 1 # perf attaches to every thread of the server
@@ -130,7 +136,7 @@ profile() {
     echo "load average (1 5 15 min): $load0 at the start, $load1 at the end"
     echo "profiled window: $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
     echo "$before $after" | awk -v hz="$hz" '{printf "server CPU in the window: user %.2f s, system %.2f s\n", ($3-$1)/hz, ($4-$2)/hz}'
-    echo "perf: cpu-clock, -F $freq, --call-graph dwarf,$stack, -p <metalcu dev pid>"
+    echo "perf: $event, -F $freq, --call-graph dwarf,$stack, -p <metalcu dev pid>"
     tail -1 "$dir/perf-record.log"
   } > "$dir/run.txt"
 
@@ -141,7 +147,7 @@ profile() {
   inferno-collapse-perf --all "$dir/perf.script" > "$dir/folded.txt"
   local steady_line
   steady_line=$(grep -m1 -E '^\s+steady' "$dir/steady.txt" | sed 's/^ *//; s/  */ /g')
-  inferno-flamegraph --title "metalcu dev, $name: steady phase (post + /result), perf cpu-clock" \
+  inferno-flamegraph --title "metalcu dev, $name: steady phase (post + /result), perf $event" \
     --subtitle "$steady_line; $(date -u '+%Y-%m-%d') nproc $(nproc) load $load0; [wasm code] = JIT code, unwinding stops there" \
     --minwidth 0.1 --width 1600 --countname ns < "$dir/folded.txt" > "$results/flame-$name.svg"
   perf report -i "$dir/perf.data" --no-inline --no-children --stdio -g none --sort dso 2> /dev/null > "$dir/report-dso.txt"
