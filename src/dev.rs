@@ -42,6 +42,8 @@ pub struct DevConfig {
     pub memory_budget: Option<u64>,
     /// Time evaluations in flight and checkpoints get when the stack stops.
     pub shutdown_deadline: std::time::Duration,
+    /// Processes loaded from their checkpoints at start (serve's `PREWARM_PROCESSES`).
+    pub prewarm: usize,
 }
 
 impl DevConfig {
@@ -59,6 +61,7 @@ impl DevConfig {
             live_per_worker: crate::process::residency::DEFAULT_LIVE_PER_WORKER,
             memory_budget: None,
             shutdown_deadline: SHUTDOWN_DEADLINE,
+            prewarm: 0,
         }
     }
 }
@@ -167,6 +170,10 @@ pub async fn start(cfg: DevConfig) -> anyhow::Result<Dev> {
         let files = CheckpointStore::open(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         let policy = CheckpointPolicy { every_messages: cfg.checkpoint_every, ..CheckpointPolicy::default() };
         runtime = runtime.with_checkpoints(Arc::new(files), policy);
+    }
+    if cfg.prewarm > 0 {
+        let (runtime, n) = (runtime.clone(), cfg.prewarm);
+        tokio::spawn(async move { runtime.prewarm(n).await });
     }
     let service = Arc::new(Service { runtime: runtime.clone(), address: "metalcu-dev".into() });
     let cu_listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;

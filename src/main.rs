@@ -77,6 +77,10 @@ struct DevArgs {
     #[arg(long, value_name = "MS", default_value_t = metalcu::dev::SHUTDOWN_DEADLINE.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     shutdown_deadline_ms: u64,
+    /// At start, load this many of the most recently checkpointed processes live, as serve's
+    /// PREWARM_PROCESSES.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    prewarm: usize,
 }
 
 fn dev(a: DevArgs) -> anyhow::Result<()> {
@@ -94,6 +98,7 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
         live_per_worker: a.wasm_instance_cache_max_size as usize,
         memory_budget: a.process_memory_cache_max_size,
         shutdown_deadline: std::time::Duration::from_millis(a.shutdown_deadline_ms),
+        prewarm: a.prewarm.min(metalcu::process::evaluator::MAX_PREWARM),
         ..metalcu::dev::DevConfig::new(a.data_dir)
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -111,6 +111,10 @@ pub async fn run(
         cfg.db_path.display()
     );
     notify::ready(&format!("serving http://{addr} (transport {})", transport.name()));
+    if cfg.prewarm > 0 {
+        let (runtime, n) = (runtime.clone(), cfg.prewarm);
+        tokio::spawn(async move { runtime.prewarm(n).await });
+    }
     // A worker still on one job well past the engine's call deadline is wedged (the epoch
     // interruption did not stop it): stop pinging so systemd restarts the CU.
     let (pool, wedged_after) = (runtime.pool().clone(), engine_deadline + WEDGED_MARGIN);

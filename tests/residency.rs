@@ -203,3 +203,66 @@ async fn an_unwritable_checkpoint_directory_never_stops_evaluation() {
     assert_eq!(metric(&rt, "metalcu_checkpoint_write_duration_seconds_count"), 1, "only the other process's write");
     assert!(std::fs::read(files.dir().join(&pid)).unwrap() == b"not a directory", "nothing written over it");
 }
+
+/// A restart with prewarming: the processes come back live from their checkpoints before any
+/// request (the newest checkpoint of one is corrupt: skipped, the older one used), capped at
+/// the limit, and every later result equals a runtime that never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prewarm_brings_checkpointed_processes_back_live_before_any_request() {
+    let w = world();
+    let store = Arc::new(MemoryStore::new());
+    {
+        let (files, policy) = w.checkpoints(3);
+        let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+        for pid in &w.pids {
+            w.post(pid, 7);
+            rt.evaluate_to(pid, None).await.unwrap();
+        }
+        let report = rt.shutdown(std::time::Duration::from_secs(10)).await;
+        assert_eq!((report.checkpointed, report.failed, report.abandoned), (PROCESSES, 0, 0));
+    }
+    let ckdir = w.dir.path().join("checkpoints");
+    let corrupt = w.pids[0].clone();
+    {
+        let (files, _) = w.checkpoints(3);
+        let newest = files.list(&corrupt).unwrap().last().unwrap().path.clone();
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[800] ^= 0xff; // a reserved header byte: the header hash no longer matches
+        std::fs::write(&newest, bytes).unwrap();
+    }
+    // A limit below the processes checkpointed: the most recent ones only.
+    {
+        let (_, policy) = w.checkpoints(3);
+        let files = Arc::new(CheckpointStore::open(&ckdir).unwrap());
+        let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+        let report = rt.prewarm(3).await;
+        assert_eq!((report.candidates, report.loaded, report.failed), (3, 3, 0), "{report:?}");
+        assert_eq!(rt.residency().0, 3);
+    }
+    let (_, policy) = w.checkpoints(3);
+    let files = Arc::new(CheckpointStore::open(&ckdir).unwrap());
+    let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+    let report = rt.prewarm(1000).await;
+    assert_eq!(
+        (report.candidates, report.verified, report.skipped_files, report.loaded, report.already_live, report.failed),
+        (PROCESSES, PROCESSES, 1, PROCESSES, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(rt.residency().0, PROCESSES, "every process live before any request");
+    assert_eq!(metric(&rt, "metalcu_checkpoint_restore_duration_seconds_count"), PROCESSES as u64);
+    assert_eq!(metric(&rt, "metalcu_evaluations_total{outcome=\"ok\"}"), 0, "prewarming evaluates nothing");
+    // A second prewarm finds them all live.
+    assert_eq!(rt.prewarm(1000).await.already_live, PROCESSES);
+    for pid in &w.pids {
+        w.post(pid, 2);
+        rt.evaluate_to(pid, None).await.unwrap();
+        assert_counted(&store, pid, 1 + 7 + 2);
+    }
+    assert_eq!(metric(&rt, "metalcu_checkpoint_restore_duration_seconds_count"), PROCESSES as u64, "no reload");
+    let fresh = Arc::new(MemoryStore::new());
+    let uninterrupted = w.runtime(fresh.clone());
+    for pid in &w.pids {
+        uninterrupted.evaluate_to(pid, None).await.unwrap();
+        assert_eq!(trace(&store, pid), trace(&fresh, pid), "{pid}");
+    }
+}

@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// same data and give every process one new message: the time to bring them all back.
     #[arg(long, conflicts_with = "cu_url")]
     pub restart: bool,
+    /// With --restart: first wait until the restarted server holds as many live processes as
+    /// before the stop (its --prewarm), and report that time.
+    #[arg(long, requires = "restart")]
+    pub restart_wait_live: bool,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -131,6 +135,7 @@ pub enum Target {
 pub struct Settings {
     pub target: Target,
     pub restart: bool,
+    pub restart_wait_live: bool,
     pub processes: usize,
     pub messages: usize,
     pub data: String,
@@ -182,6 +187,7 @@ impl Settings {
         Ok(Settings {
             target,
             restart: a.restart,
+            restart_wait_live: a.restart_wait_live,
             processes: within("processes", a.processes, 1, MAX_PROCESSES)?,
             messages: within("messages", a.messages, 1, MAX_MESSAGES)?,
             data: a.data,

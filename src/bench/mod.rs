@@ -102,7 +102,8 @@ async fn run(settings: Settings) -> Report {
     report.stopped = stop.reason();
     report.memory_end = stack.info.server_pid.and_then(sys::memory);
     if let Some(child) = &mut stack.child {
-        if let Some(problem) = child.stop() {
+        // Stopping checkpoints every live process: the time left in the run, at least the grace.
+        if let Some(problem) = child.stop_within(stop.remaining().max(stack::STOP_GRACE)) {
             report.failure = Some(match report.failure.take() {
                 Some(f) => format!("{f}; {problem}"),
                 None => problem,

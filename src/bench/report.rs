@@ -420,6 +420,13 @@ impl Report {
                 live(r.live_before),
                 r.start_seconds
             );
+            if let Some(t) = r.live_again_seconds {
+                let _ = writeln!(
+                    o,
+                    "           live again before any request: {} after {t:.2} s",
+                    live(r.live_again)
+                );
+            }
             if let Some(b) = &r.back {
                 let _ = writeln!(
                     o,

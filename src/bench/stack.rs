@@ -27,7 +27,7 @@ use super::client;
 
 /// Longest wait for the child to print where it listens (it compiles nothing before that).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time the child gets to stop gracefully before it is killed.
+/// Time the child gets to stop gracefully before it is killed, at least.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Poll interval while waiting for the child.
 const POLL: Duration = Duration::from_millis(20);
@@ -212,13 +212,8 @@ impl DevChild {
         self.exited
     }
 
-    /// Asks the child to stop (SIGINT), waits up to [`STOP_GRACE`], then kills it. Returns how it
-    /// ended: `Ok(None)` = stopped cleanly.
-    pub fn stop(&mut self) -> Option<String> {
-        self.stop_within(STOP_GRACE)
-    }
-
-    /// [`DevChild::stop`] with `grace` instead of [`STOP_GRACE`].
+    /// Asks the child to stop (SIGINT), waits up to `grace` (stopping checkpoints every live
+    /// process), then kills it. Returns how it ended: `None` = stopped cleanly.
     pub fn stop_within(&mut self, grace: Duration) -> Option<String> {
         if let Some(s) = self.exited() {
             return Some(format!("the server had exited during the run ({s}){}", self.log_tail()));

@@ -311,6 +311,21 @@ impl CheckpointStore {
         Ok(out)
     }
 
+    /// Processes with a directory here, the most recently written first (a directory's
+    /// modification time changes when a checkpoint is renamed into it or pruned from it).
+    pub fn process_ids_by_recency(&self) -> Result<Vec<(String, std::time::SystemTime)>, CheckpointError> {
+        let mut out: Vec<(String, std::time::SystemTime)> = self
+            .process_ids()?
+            .into_iter()
+            .filter_map(|pid| {
+                let at = std::fs::metadata(self.dir.join(&pid)).and_then(|m| m.modified()).ok()?;
+                Some((pid, at))
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
     /// Writes `memory` as the checkpoint `c`; returns the file's path. Reads every page of
     /// `memory` once (to find the empty ones) and hashes only the chunks that are not empty.
     pub fn write(&self, c: &Checkpoint, memory: &[u8]) -> Result<PathBuf, CheckpointError> {

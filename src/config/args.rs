@@ -103,6 +103,8 @@ settings! {
     worker_queue_depth = "WORKER_QUEUE_DEPTH",
     "Processes kept live (a pooled instance each) per worker; the pool is sized from it (default 32)."
     wasm_instance_cache_max_size = "WASM_INSTANCE_CACHE_MAX_SIZE",
+    "At start, load this many of the most recently checkpointed processes live before requests ask (default 0)."
+    prewarm_processes = "PREWARM_PROCESSES",
     "Directory of memory checkpoint files (default DATA_DIR/checkpoints)."
     process_memory_file_checkpoints_dir = "PROCESS_MEMORY_FILE_CHECKPOINTS_DIR",
     "`true` turns file checkpoints off (metalcu default: on; the reference's default is off)."

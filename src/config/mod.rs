@@ -85,6 +85,8 @@ pub struct ServeConfig {
     /// Processes kept live per worker (`WASM_INSTANCE_CACHE_MAX_SIZE`): the instance pool holds
     /// this many per worker plus the fork headroom.
     pub live_per_worker: usize,
+    /// Processes loaded from their checkpoints at start (`PREWARM_PROCESSES`; 0: none).
+    pub prewarm: usize,
     /// Resident bytes of process memory kept, and the idle time after which a process leaves.
     pub residency_budget: u64,
     pub residency_ttl: Option<Duration>,
@@ -239,6 +241,9 @@ impl ServeConfig {
         let live_per_worker = src
             .parse("WASM_INSTANCE_CACHE_MAX_SIZE", |v| values::bounded(v, 1, MAX_LIVE_PER_WORKER as u64))?
             .map_or(DEFAULT_LIVE_PER_WORKER, |n| n as usize);
+        let prewarm = src
+            .parse("PREWARM_PROCESSES", |v| values::bounded(v, 0, crate::process::evaluator::MAX_PREWARM as u64))?
+            .unwrap_or(0) as usize;
         let residency_ttl = src
             .parse("PROCESS_MEMORY_CACHE_TTL", |v| values::bounded(v, 0, 365 * 86_400_000))?
             .map_or(Some(crate::process::residency::DEFAULT_TTL), |ms| (ms > 0).then(|| Duration::from_millis(ms)));
@@ -275,6 +280,7 @@ impl ServeConfig {
             residency_budget,
             residency_ttl,
             live_per_worker,
+            prewarm,
             arweave,
         };
         Ok((cfg, inert))

@@ -34,6 +34,7 @@
 //! than a page holds; long cron gaps are evaluated in bounded chunks.
 
 mod persist;
+mod prewarm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ use crate::su::scheduler::{PageQuery, Scheduler};
 use crate::su::types::Process;
 
 pub use persist::{Checkpointing, ShutdownReport};
+pub use prewarm::{MAX_PREWARM, PrewarmReport};
 
 /// Successful messages between two in-memory images kept for rollback.
 pub const CHECKPOINT_EVERY: usize = 64;
@@ -179,6 +181,8 @@ struct Core<S: Scheduler, G: Gateway> {
     max_processes: usize,
     /// Hydration of processes new to this CU from Arweave checkpoints, if on.
     arweave: Option<persist::ArweaveHydration>,
+    /// Checkpoints verified in bulk by [`Runtime::prewarm`], taken by [`Core::resume`].
+    prescanned: prewarm::Prescanned,
 }
 
 fn pool_error(e: PoolError) -> CuError {
@@ -723,7 +727,12 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// The memory as it was before the failed call: the last image plus a replay of the messages
     /// since; checked against the recorded state hash.
     async fn rollback(&self, p: &Loaded) -> Result<(Instance, [u8; 32]), CuError> {
-        let mut instance = self.fresh(p, p.checkpoint.as_ref().map(|(img, _)| img.bytes()))?;
+        let image = match &p.checkpoint {
+            Some((img, _)) => Some(img.memory().await?),
+            None => None,
+        };
+        let mut instance = self.fresh(p, image.as_ref().map(persist::ImageBytes::bytes))?;
+        drop(image);
         let (env, replay, want) = (p.env.clone(), p.since.clone(), p.last_hash);
         let key = p.process.process_id.clone();
         let (instance, got) = self
@@ -767,6 +776,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             admission: Arc::new(tokio::sync::Semaphore::new(1)),
             forks: Arc::new(tokio::sync::Semaphore::new(1)),
             max_processes: MAX_PROCESSES,
+            prescanned: Default::default(),
             arweave: None,
         };
         let core = Core::with_instance_cap(core);

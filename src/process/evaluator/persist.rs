@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::{Core, CuError, Loaded, Runtime, pool_error};
 use crate::checkpoint::arweave::{self, ArweaveCheckpoint, ArweaveSettings, Choice};
+use crate::checkpoint::store::Verify;
 use crate::checkpoint::{Checkpoint, CheckpointPolicy, CheckpointStore};
 use crate::gateway::Gateway;
 use crate::process::residency::{self, Residency};
@@ -49,18 +50,44 @@ pub struct ArweaveHydration {
     pub own_address: String,
 }
 
-/// The memory a rollback starts from: a copy taken in memory, or a mapped checkpoint file (only
-/// the pages it holds cost RAM).
+/// The memory a rollback starts from: a copy taken in memory, or the checkpoint file the process
+/// resumed from, read again (and verified again) only when a rollback needs it. A live process
+/// holds no mapping of its checkpoint: thousands of mapped images would cost memory mappings
+/// (`vm.max_map_count`) and page cache for a path that runs only after a failed message.
 pub(super) enum RollbackImage {
     Owned(Vec<u8>),
-    Mapped(Arc<crate::checkpoint::Loaded>),
+    File(std::path::PathBuf),
 }
 
 impl RollbackImage {
+    /// The image's memory: the copy, or the file mapped again (verified as [`Verify::Live`]). A
+    /// file that is gone or no longer verifies is an error: the process reloads.
+    pub(super) async fn memory(&self) -> Result<ImageBytes<'_>, CuError> {
+        match self {
+            RollbackImage::Owned(v) => Ok(ImageBytes::Owned(v)),
+            RollbackImage::File(path) => {
+                let path = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || crate::checkpoint::store::load(&path, Verify::Live))
+                    .await
+                    .map_err(|e| CuError::new(500, format!("rollback image task: {e}")))?
+                    .map_err(|e| CuError::new(500, format!("rollback image: {e}")))?;
+                Ok(ImageBytes::Mapped(loaded))
+            }
+        }
+    }
+}
+
+/// The bytes of a [`RollbackImage`].
+pub(super) enum ImageBytes<'a> {
+    Owned(&'a [u8]),
+    Mapped(crate::checkpoint::Loaded),
+}
+
+impl ImageBytes<'_> {
     pub(super) fn bytes(&self) -> &[u8] {
         match self {
-            RollbackImage::Owned(v) => v,
-            RollbackImage::Mapped(m) => m.memory(),
+            ImageBytes::Owned(v) => v,
+            ImageBytes::Mapped(l) => l.memory(),
         }
     }
 }
@@ -130,18 +157,33 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         };
         let Some(ck) = self.checkpoints.as_ref().filter(|c| c.policy.resume) else { return Ok(()) };
         let started = Instant::now();
-        let (files, id, not_after, verify) = (ck.store.clone(), pid.to_string(), latest.position, ck.policy.verify);
-        let scan = tokio::task::spawn_blocking(move || files.latest_valid(&id, Some(&not_after), verify))
-            .await
-            .map_err(|e| CuError::new(500, format!("checkpoint read task: {e}")))?;
-        let loaded = match scan {
-            Ok(scan) => match scan.loaded {
-                Some(l) => Arc::new(l),
-                None => return Ok(()),
-            },
-            Err(e) => {
-                tracing::warn!(process_id = pid, "checkpoints not readable ({e}); replaying from the scheduler");
-                return Ok(());
+        let prescanned = match self.take_prescanned(pid) {
+            // Verified in bulk by prewarming moments ago: the header and map are checked again.
+            Some(path) => tokio::task::spawn_blocking(move || crate::checkpoint::store::load(&path, Verify::HeaderOnly))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .filter(|l| l.checkpoint().position <= latest.position),
+            None => None,
+        };
+        let loaded = match prescanned {
+            Some(l) => Arc::new(l),
+            None => {
+                let (files, id, not_after, verify) =
+                    (ck.store.clone(), pid.to_string(), latest.position, ck.policy.verify);
+                let scan = tokio::task::spawn_blocking(move || files.latest_valid(&id, Some(&not_after), verify))
+                    .await
+                    .map_err(|e| CuError::new(500, format!("checkpoint read task: {e}")))?;
+                match scan {
+                    Ok(scan) => match scan.loaded {
+                        Some(l) => Arc::new(l),
+                        None => return Ok(()),
+                    },
+                    Err(e) => {
+                        tracing::warn!(process_id = pid, "checkpoints not readable ({e}); replaying from the scheduler");
+                        return Ok(());
+                    }
+                }
             }
         };
         let c = loaded.checkpoint().clone();
@@ -170,7 +212,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         p.block_height = c.block_height;
         p.link = c.link.clone();
         p.last_hash = Some(hash);
-        p.checkpoint = Some((RollbackImage::Mapped(loaded), c.position.clone()));
+        p.checkpoint = Some((RollbackImage::File(loaded.path.clone()), c.position.clone()));
+        drop(loaded);
         p.last = Some(c.position);
         p.since.clear();
         p.ckpt_since = 0;
