@@ -13,9 +13,10 @@ mod common;
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use metalcu::checkpoint::arweave::ArweaveSettings;
+use metalcu::checkpoint::{CheckpointPolicy, CheckpointStore};
 use metalcu::engine::{Engine, EngineConfig};
 use metalcu::gateway::local::LocalGateway;
 use metalcu::gateway::{Block, Gateway, GatewayError, SchedulerLocation, TxMeta};
@@ -40,11 +41,13 @@ fn tag(n: &str, v: &str) -> Tag {
     Tag { name: n.into(), value: v.into() }
 }
 
-/// A gateway that counts checkpoint queries and serves the rest from a [`LocalGateway`].
+/// A gateway that counts checkpoint queries (and fails them when `refuse` is set) and serves the
+/// rest from a [`LocalGateway`].
 #[derive(Default)]
 struct CountingGateway {
     inner: LocalGateway,
     queries: AtomicUsize,
+    refuse: AtomicBool,
 }
 
 impl Gateway for CountingGateway {
@@ -59,6 +62,9 @@ impl Gateway for CountingGateway {
     }
     async fn checkpoints(&self, pid: &str, owners: &[String], limit: usize) -> Result<Vec<TxMeta>, GatewayError> {
         self.queries.fetch_add(1, Ordering::SeqCst);
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(GatewayError::Unavailable("checkpoint queries refused by the test".into()));
+        }
         self.inner.checkpoints(pid, owners, limit).await
     }
     async fn scheduler_location(&self, owner: &str) -> Result<SchedulerLocation, GatewayError> {
@@ -329,4 +335,78 @@ async fn more_records_than_can_be_used_without_validation_are_not_used() {
     assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
     assert_eq!(restores(&rt), 0, "{many} records: validation replays would be needed");
     assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
+}
+
+/// File checkpoints written only when asked to (no count, time, eviction or shutdown rule), so
+/// the one a test finds is the one written right after hydration.
+fn only_explicit_checkpoints() -> CheckpointPolicy {
+    CheckpointPolicy { every_messages: None, every: None, on_eviction: false, on_shutdown: false, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hydrated_process_resumes_from_its_local_checkpoint_after_a_restart() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let files_dir = tempfile::tempdir().unwrap();
+    // One open store for the directory (it is locked while open), shared by the restarts.
+    let shared_files = Arc::new(CheckpointStore::open(files_dir.path()).unwrap());
+    let files = || shared_files.clone();
+    let store = Arc::new(MemoryStore::new());
+    let restarted = |store: &Arc<MemoryStore>| {
+        w.hydrating(store.clone(), trusting(TRUSTED)).with_checkpoints(files(), only_explicit_checkpoints())
+    };
+    // Hydrated to exactly the record's message: nothing evaluated or stored, one local checkpoint.
+    let rt = restarted(&store);
+    rt.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert!(stored(&store, &w.pid).is_empty());
+    let written = files().list(&w.pid).unwrap();
+    assert_eq!(written.len(), 1, "a checkpoint of the hydrated memory");
+    assert_eq!(written[0].position.nonce, K as u64);
+    drop(rt);
+    // Restart with the gateway refusing checkpoint queries: the process resumes from the local
+    // checkpoint (a replay from the spawn would store messages 0..=K), not from the gateway.
+    w.gateway.refuse.store(true, Ordering::SeqCst);
+    let queries = w.gateway.queries.load(Ordering::SeqCst);
+    let rt = restarted(&store);
+    rt.evaluate_to(&w.pid, Some(w.message(K + 2).timestamp)).await.unwrap();
+    assert_eq!(restores(&rt), 1, "resumed from the local checkpoint");
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), queries, "the gateway is not asked again");
+    assert_eq!(trace(&store, &w.pid), want[K + 1..=K + 2].to_vec());
+    drop(rt);
+    // Restart again, now with stored results after the hydrated position: still resumed from it,
+    // the stored results re-evaluated identically, and the rest evaluated as from the start.
+    let rt = restarted(&store);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), queries);
+    assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
+    let early = rt.result(&w.pid, &w.message(3).id).await.unwrap_err();
+    assert_eq!(early.status, 425, "{}", early.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hydrated_checkpoint_is_not_used_once_the_store_holds_results_before_it() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let files_dir = tempfile::tempdir().unwrap();
+    // One open store for the directory (it is locked while open), shared by the restarts.
+    let shared_files = Arc::new(CheckpointStore::open(files_dir.path()).unwrap());
+    let files = || shared_files.clone();
+    let hydrating = w
+        .hydrating(Arc::new(MemoryStore::new()), trusting(TRUSTED))
+        .with_checkpoints(files(), only_explicit_checkpoints());
+    hydrating.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
+    assert_eq!(files().list(&w.pid).unwrap().len(), 1);
+    // Another store that evaluated from the spawn past the checkpoint holds results at and
+    // before it: they were not produced from it, so it is not used; the process replays from
+    // the start.
+    let store = Arc::new(MemoryStore::new());
+    w.runtime(store.clone()).evaluate_to(&w.pid, Some(w.message(K + 1).timestamp)).await.unwrap();
+    let rt = w.runtime(store.clone()).with_checkpoints(files(), only_explicit_checkpoints());
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 0);
+    assert_eq!(trace(&store, &w.pid), want);
 }
