@@ -3,8 +3,11 @@
 //! evaluating the process on another runtime and taking its memory after message k), starts from
 //! it, and every later result and state hash equals those of a runtime that evaluated from the
 //! start; records that must not be trusted (wrong SHA-256, untrusted owner, ignored process) are
-//! not used and the process is replayed from the scheduler, with the same results; neither are
-//! records when there are more than `STEPS + RETRIES` (metalcu does not run validation replays).
+//! not used and the process is replayed from the scheduler, with the same results. More than
+//! `STEPS + RETRIES` records are validated by replaying the messages between them: records of a
+//! real evaluation pass and the newest is used; forged ones (memory altered, SHA-256 consistent)
+//! fail and are not. A hydrated process gets a local file checkpoint at once and resumes from it
+//! after a restart.
 //!
 //! The counter module returns how many times it ran, so a process started from the wrong memory
 //! (or replayed from an empty one when it should not be) shows in every later result.
@@ -85,6 +88,11 @@ struct World {
 }
 
 fn world() -> World {
+    world_of(N)
+}
+
+/// A process with `n` messages after its spawn.
+fn world_of(n: usize) -> World {
     let dir = tempfile::tempdir().unwrap();
     let su = common::stepping_scheduler(dir.path(), T0 as i64);
     let gateway = Arc::new(CountingGateway::default());
@@ -93,7 +101,7 @@ fn world() -> World {
     let module = gateway.inner.register(DEV_OWNER, module_tags, wasm).unwrap();
     let tags = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
     let pid = su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id;
-    let posted = (0..N).map(|i| su.post(&pid, DEV_OWNER, vec![], format!("m{i}")).unwrap()).collect();
+    let posted = (0..n).map(|i| su.post(&pid, DEV_OWNER, vec![], format!("m{i}")).unwrap()).collect();
     let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 8, ..EngineConfig::default() }).unwrap());
     World { su: Arc::new(su), gateway, engine, module, pid, posted, _dir: dir }
 }
@@ -117,27 +125,37 @@ impl World {
     /// one).
     async fn checkpoint_at_k(&self, sha: Option<String>) -> (Vec<u8>, Vec<Tag>) {
         let rt = self.runtime(Arc::new(MemoryStore::new()));
-        let m = self.message(K);
+        let (memory, mut tags) = self.record_at(&rt, K).await;
+        if let Some(sha) = sha {
+            tags.iter_mut().filter(|t| t.name == "SHA-256").for_each(|t| t.value = sha.clone());
+        }
+        (memory, tags)
+    }
+
+    /// Walks `rt` (evaluating from the start, not yet past message `k`) to message `k` and
+    /// returns the memory there with the record tags §3.4 gives it.
+    async fn record_at(&self, rt: &Rt, k: usize) -> (Vec<u8>, Vec<Tag>) {
+        let m = self.message(k);
         let (memory, last) = rt.state(&self.pid, Some(m.timestamp)).await.unwrap();
         let last = last.unwrap();
-        assert_eq!(last.position.nonce, K as u64);
+        assert_eq!(last.position.nonce, k as u64);
         let node = self.su.message(&self.pid, &m.id).await.unwrap();
         let s = map_node(&node).unwrap();
-        let sha = sha.unwrap_or_else(|| hex::encode(sha2::Sha256::digest(&memory)));
+        let sha = hex::encode(sha2::Sha256::digest(&memory));
         let tags = vec![
             tag("Data-Protocol", "ao"),
             tag("Variant", "ao.TN.1"),
             tag("Type", "Checkpoint"),
             tag("Module", &self.module),
             tag("Process", &self.pid),
-            tag("Nonce", &K.to_string()),
+            tag("Nonce", &k.to_string()),
             tag("Timestamp", &last.position.timestamp.to_string()),
             tag("Block-Height", &last.block_height.to_string()),
             tag("Content-Type", "application/octet-stream"),
             tag("SHA-256", &sha),
             tag("Content-Encoding", "gzip"),
             tag("Unit-Identifier", "00000000-0000-4000-8000-000000000000"),
-            tag("Ordinate", &K.to_string()),
+            tag("Ordinate", &k.to_string()),
             tag("Assignment", &s.assignment_id),
             tag("Hash-Chain", &s.hash_chain),
         ];
@@ -152,10 +170,34 @@ impl World {
     async fn publish_as(&self, owner: &str, sha: Option<String>, unit: &str) -> Vec<u8> {
         let (memory, mut tags) = self.checkpoint_at_k(sha).await;
         tags.iter_mut().filter(|t| t.name == "Unit-Identifier").for_each(|t| t.value = unit.to_string());
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&memory).unwrap();
-        self.gateway.inner.register(owner, tags, gz.finish().unwrap()).unwrap();
+        self.register_record(owner, tags, &memory);
         memory
+    }
+
+    /// Publishes `memory` gzipped under record `tags` as `owner`.
+    fn register_record(&self, owner: &str, tags: Vec<Tag>, memory: &[u8]) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(memory).unwrap();
+        self.gateway.inner.register(owner, tags, gz.finish().unwrap()).unwrap();
+    }
+
+    /// Publishes as `owner` one record after each message of `nonces` (ascending) of a real
+    /// evaluation, the memory of the one at nonce k first passed through `forge(k, memory)` (its
+    /// `SHA-256` tag is that of the memory published, forged or not).
+    async fn publish_series(
+        &self,
+        owner: &str,
+        nonces: std::ops::RangeInclusive<usize>,
+        forge: impl Fn(usize, &mut [u8]),
+    ) {
+        let rt = self.runtime(Arc::new(MemoryStore::new()));
+        for k in nonces {
+            let (mut memory, mut tags) = self.record_at(&rt, k).await;
+            forge(k, &mut memory);
+            let sha = hex::encode(sha2::Sha256::digest(&memory));
+            tags.iter_mut().filter(|t| t.name == "SHA-256").for_each(|t| t.value = sha.clone());
+            self.register_record(owner, tags, &memory);
+        }
     }
 }
 
@@ -174,7 +216,7 @@ async fn from_the_start(w: &World) -> Vec<(u64, serde_json::Value, [u8; 32])> {
     let store = Arc::new(MemoryStore::new());
     w.runtime(store.clone()).evaluate_to(&w.pid, None).await.unwrap();
     let t = trace(&store, &w.pid);
-    assert_eq!(t.len(), N + 1);
+    assert_eq!(t.len(), w.posted.len() + 1);
     t
 }
 
@@ -320,21 +362,64 @@ async fn preferred_owners_records_are_used_when_they_exist() {
     assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
 }
 
+/// Messages of the validation worlds, and the nonces their records are published at: 16
+/// records, one more than `STEPS + RETRIES` (10 + 5), so they are validated by replays.
+const MANY_N: usize = 20;
+const SERIES: std::ops::RangeInclusive<usize> = 1..=16;
+/// A byte of the counter module's memory that evaluation never touches (a forgery shows only in
+/// the memory, not in any result).
+const UNTOUCHED: usize = 120_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_records_than_can_be_used_without_validation_are_not_used() {
-    let w = world();
+async fn many_records_of_a_real_evaluation_validate_and_the_newest_is_used() {
+    let w = world_of(MANY_N);
     let settings = trusting(TRUSTED);
-    let many = settings.steps + settings.retries + 1;
-    for i in 0..many {
-        w.publish_as(TRUSTED, None, &format!("00000000-0000-4000-8000-{i:012}")).await;
-    }
+    assert!(SERIES.count() > settings.steps + settings.retries);
+    w.publish_series(TRUSTED, SERIES, |_, _| {}).await;
     let want = from_the_start(&w).await;
     let store = Arc::new(MemoryStore::new());
     let rt = w.hydrating(store.clone(), settings);
     rt.evaluate_to(&w.pid, None).await.unwrap();
     assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
-    assert_eq!(restores(&rt), 0, "{many} records: validation replays would be needed");
+    assert_eq!(restores(&rt), 1, "hydrated from a validated record");
+    // From the newest record (nonce 16): nothing the replays evaluated was stored, and the rest
+    // is what an evaluation from the start gives.
+    assert_eq!(trace(&store, &w.pid), want[*SERIES.end() + 1..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_newest_record_fails_its_replay_and_the_one_before_is_used() {
+    let w = world_of(MANY_N);
+    let newest = *SERIES.end();
+    w.publish_series(TRUSTED, SERIES, |k, m| {
+        if k == newest {
+            m[UNTOUCHED] = 0xAB;
+        }
+    })
+    .await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    let (state, _) = rt.state(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(trace(&store, &w.pid), want[newest..].to_vec(), "hydrated from nonce {}", newest - 1);
+    assert_eq!(state[UNTOUCHED], 0, "not the forged memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_fail_validation_and_the_process_replays_from_the_scheduler() {
+    let w = world_of(MANY_N);
+    // Every record's memory altered (each differently), its SHA-256 tag consistent with it: no
+    // replay from one record reaches the next one's memory.
+    w.publish_series(TRUSTED, SERIES, |k, m| m[UNTOUCHED] = k as u8).await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    let (state, _) = rt.state(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
+    assert_eq!(restores(&rt), 0, "no record passed validation");
     assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
+    assert_eq!(state[UNTOUCHED], 0);
 }
 
 /// File checkpoints written only when asked to (no count, time, eviction or shutdown rule), so

@@ -16,11 +16,11 @@
 //! - a failed write (disk full, unwritable directory) is logged and counted; evaluation and
 //!   serving go on, and no partial file is left (the checkpoint store writes a temporary file and
 //!   renames it);
-//! - Arweave checkpoints are looked up only for a process with no stored evaluation (so no file
-//!   checkpoint can be usable); one is used only if [`arweave::download`] checked its memory
-//!   against its record's SHA-256, and only as [`arweave::choose`] picks it without validation
-//!   (more than `STEPS + RETRIES` records: none is used, see `hydrate_from_arweave`); every
-//!   failure falls back to replaying from the scheduler. Messages up to the record are never
+//! - Arweave checkpoints are looked up only for a process with no stored evaluation and no
+//!   usable file checkpoint; one is used only if [`arweave::download`] checked its memory
+//!   against its record's SHA-256, and only as [`arweave::choose`] picks it (more than
+//!   `STEPS + RETRIES` records: only the one the validation replays accept, see
+//!   [`super::validation`]); every failure falls back to replaying from the scheduler. Messages up to the record are never
 //!   evaluated here: `/result` of one answers 425, as the reference does. When file checkpoints
 //!   are on, the hydrated memory is written as a local checkpoint at once (a failure is a
 //!   warning), so a restart resumes from it without asking the gateway again;
@@ -83,7 +83,7 @@ pub struct ShutdownReport {
 
 /// Puts `p` at the position of record `cp`, with `instance` (state hash `hash`) holding its
 /// memory: messages up to it count as handled and are never evaluated here.
-fn set_position(
+pub(super) fn set_position(
     p: &mut Loaded,
     cp: &ArweaveCheckpoint,
     instance: crate::engine::Instance,
@@ -230,17 +230,20 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let cp = match arweave::choose(candidates, &aw.settings) {
             Choice::None => return,
             Choice::Use(cp) => *cp,
-            Choice::Validate(all) => {
-                // Trusting one of many records needs the reference's window replay between
-                // checkpoints; metalcu does not run it, so it does not trust any of them.
-                tracing::warn!(
-                    process_id = pid,
-                    records = all.len(),
-                    limit = aw.settings.steps + aw.settings.retries,
-                    "more Arweave checkpoints than can be used without validation replays; replaying from the scheduler"
-                );
-                return;
-            }
+            Choice::Validate(all) => match self.validated(pid, p, &all, &aw.settings).await {
+                Some(cp) => {
+                    tracing::info!(process_id = pid, record = %cp.id, records = all.len(), "Arweave checkpoint validated");
+                    cp
+                }
+                None => {
+                    tracing::warn!(
+                        process_id = pid,
+                        records = all.len(),
+                        "no Arweave checkpoint passed the validation replays; replaying from the scheduler"
+                    );
+                    return;
+                }
+            },
         };
         let started = Instant::now();
         let memory = match arweave::download(&*self.gateway, &cp, p.opts.memory_limit).await {
@@ -270,7 +273,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
 
     /// An instance of `p`'s module holding `memory`, its state hash, and `memory` back (the
     /// rollback image).
-    async fn instantiate_checkpoint(
+    pub(super) async fn instantiate_checkpoint(
         &self,
         pid: &str,
         p: &Loaded,
@@ -291,7 +294,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
 
     /// Whether the count rule (every N evaluations) asks for a checkpoint now.
     pub(super) fn checkpoint_due_by_count(&self, p: &Loaded) -> bool {
-        self.checkpoints.as_ref().is_some_and(|c| c.policy.every_messages.is_some_and(|n| p.ckpt_since >= n))
+        !p.scratch
+            && self.checkpoints.as_ref().is_some_and(|c| c.policy.every_messages.is_some_and(|n| p.ckpt_since >= n))
     }
 
     /// Writes a checkpoint of `p` when the policy says one is due (or `force`, for eviction and
@@ -314,7 +318,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// checkpoints are off or `p` has no position; else whether it was written (a failure is
     /// logged, never returned).
     async fn write_checkpoint(&self, pid: &str, p: &mut Loaded, hydrated: bool) -> Option<bool> {
-        let ck = self.checkpoints.as_ref()?;
+        let ck = self.checkpoints.as_ref().filter(|_| !p.scratch)?;
         let position = p.last.clone()?;
         let c = Checkpoint {
             process_id: pid.to_string(),
