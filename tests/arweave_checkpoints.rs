@@ -51,6 +51,8 @@ struct CountingGateway {
     inner: LocalGateway,
     queries: AtomicUsize,
     refuse: AtomicBool,
+    /// Ids of every `/raw` download, in order.
+    raws: std::sync::Mutex<Vec<String>>,
 }
 
 impl Gateway for CountingGateway {
@@ -58,6 +60,7 @@ impl Gateway for CountingGateway {
         self.inner.transaction(id).await
     }
     async fn raw(&self, id: &str) -> Result<bytes::Bytes, GatewayError> {
+        self.raws.lock().unwrap().push(id.to_string());
         self.inner.raw(id).await
     }
     async fn blocks(&self, min_height: u64, max_timestamp_s: i64) -> Result<Vec<Block>, GatewayError> {
@@ -400,9 +403,14 @@ async fn a_forged_newest_record_fails_its_replay_and_the_one_before_is_used() {
     let want = from_the_start(&w).await;
     let store = Arc::new(MemoryStore::new());
     let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    w.gateway.raws.lock().unwrap().clear();
     let (state, _) = rt.state(&w.pid, None).await.unwrap();
     assert_eq!(restores(&rt), 1);
     assert_eq!(trace(&store, &w.pid), want[newest..].to_vec(), "hydrated from nonce {}", newest - 1);
+    // Attempt 0 (records 7..=16) replays 9 pairs, attempt 1 (6..=15) only the new pair 6 → 7:
+    // ten earlier records downloaded, then the accepted one (15) to hydrate from.
+    let records = w.gateway.raws.lock().unwrap().iter().filter(|id| **id != w.module).count();
+    assert_eq!(records, 11);
     assert_eq!(state[UNTOUCHED], 0, "not the forged memory");
 }
 
