@@ -96,13 +96,19 @@ fn world() -> World {
 
 /// A process with `n` messages after its spawn.
 fn world_of(n: usize) -> World {
+    world_with(n, vec![])
+}
+
+/// A process with `n` messages after its spawn and `extra` process tags (crons).
+fn world_with(n: usize, extra: Vec<Tag>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let su = common::stepping_scheduler(dir.path(), T0 as i64);
     let gateway = Arc::new(CountingGateway::default());
     let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
     let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let module = gateway.inner.register(DEV_OWNER, module_tags, wasm).unwrap();
-    let tags = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
+    let mut tags = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
+    tags.extend(extra);
     let pid = su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id;
     let posted = (0..n).map(|i| su.post(&pid, DEV_OWNER, vec![], format!("m{i}")).unwrap()).collect();
     let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 8, ..EngineConfig::default() }).unwrap());
@@ -138,11 +144,18 @@ impl World {
     /// Walks `rt` (evaluating from the start, not yet past message `k`) to message `k` and
     /// returns the memory there with the record tags §3.4 gives it.
     async fn record_at(&self, rt: &Rt, k: usize) -> (Vec<u8>, Vec<Tag>) {
-        let m = self.message(k);
-        let (memory, last) = rt.state(&self.pid, Some(m.timestamp)).await.unwrap();
+        let (memory, tags) = self.record_until(rt, self.message(k).timestamp).await;
+        assert!(tags.iter().any(|t| t.name == "Nonce" && t.value == k.to_string()));
+        (memory, tags)
+    }
+
+    /// Walks `rt` to timestamp `to` and returns the memory there with the record tags §3.4 gives
+    /// it (`Cron-Interval` when the last evaluation is a cron).
+    async fn record_until(&self, rt: &Rt, to: i64) -> (Vec<u8>, Vec<Tag>) {
+        let (memory, last) = rt.state(&self.pid, Some(to)).await.unwrap();
         let last = last.unwrap();
-        assert_eq!(last.position.nonce, k as u64);
-        let node = self.su.message(&self.pid, &m.id).await.unwrap();
+        let k = last.position.nonce as usize;
+        let node = self.su.message(&self.pid, &self.message(k).id).await.unwrap();
         let s = map_node(&node).unwrap();
         let sha = hex::encode(sha2::Sha256::digest(&memory));
         let tags = vec![
@@ -162,7 +175,8 @@ impl World {
             tag("Assignment", &s.assignment_id),
             tag("Hash-Chain", &s.hash_chain),
         ];
-        (memory, tags)
+        let cron = last.position.cron.iter().map(|c| tag("Cron-Interval", c));
+        (memory, tags.into_iter().chain(cron).collect())
     }
 
     async fn publish(&self, owner: &str, sha: Option<String>) -> Vec<u8> {
@@ -502,4 +516,35 @@ async fn a_hydrated_checkpoint_is_not_used_once_the_store_holds_results_before_i
     rt.evaluate_to(&w.pid, None).await.unwrap();
     assert_eq!(restores(&rt), 0);
     assert_eq!(trace(&store, &w.pid), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_crons_between_and_at_them_validate() {
+    // A cron every 2 s and a message every second: between two records the replay evaluates
+    // crons as well as messages, and every other record ends on a cron (its position carries
+    // the cron id), the newest among them.
+    let w = world_with(MANY_N, vec![tag("Cron-Interval", "2-seconds")]);
+    let horizon = w.message(MANY_N).timestamp + 500;
+    let rt = w.runtime(Arc::new(MemoryStore::new()));
+    let mut crons = 0;
+    for k in SERIES {
+        let (memory, tags) = w.record_until(&rt, w.message(k).timestamp + 500).await;
+        crons += usize::from(tags.iter().any(|t| t.name == "Cron-Interval"));
+        w.register_record(TRUSTED, tags, &memory);
+    }
+    assert_eq!(crons, SERIES.count() / 2, "every other record ends on a cron");
+    let full = Arc::new(MemoryStore::new());
+    w.runtime(full.clone()).evaluate_to(&w.pid, Some(horizon)).await.unwrap();
+    let want = stored(&full, &w.pid);
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    rt.evaluate_to(&w.pid, Some(horizon)).await.unwrap();
+    assert_eq!(restores(&rt), 1, "hydrated from a validated record");
+    let got = stored(&store, &w.pid);
+    // Hydrated from the newest record, a cron after message 16: everything after it as in an
+    // evaluation from the start.
+    let newest = want.iter().position(|e| e.position.nonce == *SERIES.end() as u64 && e.position.cron.is_some());
+    let newest = newest.expect("a cron after the newest record's message");
+    assert_eq!(got, want[newest + 1..].to_vec());
+    assert!(got.iter().any(|e| e.position.cron.is_some()), "crons evaluated after the record");
 }
