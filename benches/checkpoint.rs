@@ -47,6 +47,7 @@ fn checkpoint(nonce: u64) -> Checkpoint {
         position: Position { timestamp: 1_700_000_000_000, nonce, cron: None },
         block_height: 1_500_000,
         link: None,
+        hydrated: false,
     }
 }
 

@@ -3,8 +3,11 @@
 //! evaluating the process on another runtime and taking its memory after message k), starts from
 //! it, and every later result and state hash equals those of a runtime that evaluated from the
 //! start; records that must not be trusted (wrong SHA-256, untrusted owner, ignored process) are
-//! not used and the process is replayed from the scheduler, with the same results; neither are
-//! records when there are more than `STEPS + RETRIES` (metalcu does not run validation replays).
+//! not used and the process is replayed from the scheduler, with the same results. More than
+//! `STEPS + RETRIES` records are validated by replaying the messages between them: records of a
+//! real evaluation pass and the newest is used; forged ones (memory altered, SHA-256 consistent)
+//! fail and are not. A hydrated process gets a local file checkpoint at once and resumes from it
+//! after a restart.
 //!
 //! The counter module returns how many times it ran, so a process started from the wrong memory
 //! (or replayed from an empty one when it should not be) shows in every later result.
@@ -13,9 +16,10 @@ mod common;
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use metalcu::checkpoint::arweave::ArweaveSettings;
+use metalcu::checkpoint::{CheckpointPolicy, CheckpointStore};
 use metalcu::engine::{Engine, EngineConfig};
 use metalcu::gateway::local::LocalGateway;
 use metalcu::gateway::{Block, Gateway, GatewayError, SchedulerLocation, TxMeta};
@@ -40,11 +44,15 @@ fn tag(n: &str, v: &str) -> Tag {
     Tag { name: n.into(), value: v.into() }
 }
 
-/// A gateway that counts checkpoint queries and serves the rest from a [`LocalGateway`].
+/// A gateway that counts checkpoint queries (and fails them when `refuse` is set) and serves the
+/// rest from a [`LocalGateway`].
 #[derive(Default)]
 struct CountingGateway {
     inner: LocalGateway,
     queries: AtomicUsize,
+    refuse: AtomicBool,
+    /// Ids of every `/raw` download, in order.
+    raws: std::sync::Mutex<Vec<String>>,
 }
 
 impl Gateway for CountingGateway {
@@ -52,6 +60,7 @@ impl Gateway for CountingGateway {
         self.inner.transaction(id).await
     }
     async fn raw(&self, id: &str) -> Result<bytes::Bytes, GatewayError> {
+        self.raws.lock().unwrap().push(id.to_string());
         self.inner.raw(id).await
     }
     async fn blocks(&self, min_height: u64, max_timestamp_s: i64) -> Result<Vec<Block>, GatewayError> {
@@ -59,6 +68,9 @@ impl Gateway for CountingGateway {
     }
     async fn checkpoints(&self, pid: &str, owners: &[String], limit: usize) -> Result<Vec<TxMeta>, GatewayError> {
         self.queries.fetch_add(1, Ordering::SeqCst);
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(GatewayError::Unavailable("checkpoint queries refused by the test".into()));
+        }
         self.inner.checkpoints(pid, owners, limit).await
     }
     async fn scheduler_location(&self, owner: &str) -> Result<SchedulerLocation, GatewayError> {
@@ -79,15 +91,26 @@ struct World {
 }
 
 fn world() -> World {
+    world_of(N)
+}
+
+/// A process with `n` messages after its spawn.
+fn world_of(n: usize) -> World {
+    world_with(n, vec![])
+}
+
+/// A process with `n` messages after its spawn and `extra` process tags (crons).
+fn world_with(n: usize, extra: Vec<Tag>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let su = common::stepping_scheduler(dir.path(), T0 as i64);
     let gateway = Arc::new(CountingGateway::default());
     let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
     let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let module = gateway.inner.register(DEV_OWNER, module_tags, wasm).unwrap();
-    let tags = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
+    let mut tags = vec![tag("Data-Protocol", "ao"), tag("Type", "Process"), tag("Module", &module)];
+    tags.extend(extra);
     let pid = su.spawn(DEV_OWNER, tags, String::new()).unwrap().process_id;
-    let posted = (0..N).map(|i| su.post(&pid, DEV_OWNER, vec![], format!("m{i}")).unwrap()).collect();
+    let posted = (0..n).map(|i| su.post(&pid, DEV_OWNER, vec![], format!("m{i}")).unwrap()).collect();
     let engine = Arc::new(Engine::new(EngineConfig { pool_slots: 8, ..EngineConfig::default() }).unwrap());
     World { su: Arc::new(su), gateway, engine, module, pid, posted, _dir: dir }
 }
@@ -111,31 +134,49 @@ impl World {
     /// one).
     async fn checkpoint_at_k(&self, sha: Option<String>) -> (Vec<u8>, Vec<Tag>) {
         let rt = self.runtime(Arc::new(MemoryStore::new()));
-        let m = self.message(K);
-        let (memory, last) = rt.state(&self.pid, Some(m.timestamp)).await.unwrap();
+        let (memory, mut tags) = self.record_at(&rt, K).await;
+        if let Some(sha) = sha {
+            tags.iter_mut().filter(|t| t.name == "SHA-256").for_each(|t| t.value = sha.clone());
+        }
+        (memory, tags)
+    }
+
+    /// Walks `rt` (evaluating from the start, not yet past message `k`) to message `k` and
+    /// returns the memory there with the record tags §3.4 gives it.
+    async fn record_at(&self, rt: &Rt, k: usize) -> (Vec<u8>, Vec<Tag>) {
+        let (memory, tags) = self.record_until(rt, self.message(k).timestamp).await;
+        assert!(tags.iter().any(|t| t.name == "Nonce" && t.value == k.to_string()));
+        (memory, tags)
+    }
+
+    /// Walks `rt` to timestamp `to` and returns the memory there with the record tags §3.4 gives
+    /// it (`Cron-Interval` when the last evaluation is a cron).
+    async fn record_until(&self, rt: &Rt, to: i64) -> (Vec<u8>, Vec<Tag>) {
+        let (memory, last) = rt.state(&self.pid, Some(to)).await.unwrap();
         let last = last.unwrap();
-        assert_eq!(last.position.nonce, K as u64);
-        let node = self.su.message(&self.pid, &m.id).await.unwrap();
+        let k = last.position.nonce as usize;
+        let node = self.su.message(&self.pid, &self.message(k).id).await.unwrap();
         let s = map_node(&node).unwrap();
-        let sha = sha.unwrap_or_else(|| hex::encode(sha2::Sha256::digest(&memory)));
+        let sha = hex::encode(sha2::Sha256::digest(&memory));
         let tags = vec![
             tag("Data-Protocol", "ao"),
             tag("Variant", "ao.TN.1"),
             tag("Type", "Checkpoint"),
             tag("Module", &self.module),
             tag("Process", &self.pid),
-            tag("Nonce", &K.to_string()),
+            tag("Nonce", &k.to_string()),
             tag("Timestamp", &last.position.timestamp.to_string()),
             tag("Block-Height", &last.block_height.to_string()),
             tag("Content-Type", "application/octet-stream"),
             tag("SHA-256", &sha),
             tag("Content-Encoding", "gzip"),
             tag("Unit-Identifier", "00000000-0000-4000-8000-000000000000"),
-            tag("Ordinate", &K.to_string()),
+            tag("Ordinate", &k.to_string()),
             tag("Assignment", &s.assignment_id),
             tag("Hash-Chain", &s.hash_chain),
         ];
-        (memory, tags)
+        let cron = last.position.cron.iter().map(|c| tag("Cron-Interval", c));
+        (memory, tags.into_iter().chain(cron).collect())
     }
 
     async fn publish(&self, owner: &str, sha: Option<String>) -> Vec<u8> {
@@ -146,10 +187,34 @@ impl World {
     async fn publish_as(&self, owner: &str, sha: Option<String>, unit: &str) -> Vec<u8> {
         let (memory, mut tags) = self.checkpoint_at_k(sha).await;
         tags.iter_mut().filter(|t| t.name == "Unit-Identifier").for_each(|t| t.value = unit.to_string());
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&memory).unwrap();
-        self.gateway.inner.register(owner, tags, gz.finish().unwrap()).unwrap();
+        self.register_record(owner, tags, &memory);
         memory
+    }
+
+    /// Publishes `memory` gzipped under record `tags` as `owner`.
+    fn register_record(&self, owner: &str, tags: Vec<Tag>, memory: &[u8]) {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(memory).unwrap();
+        self.gateway.inner.register(owner, tags, gz.finish().unwrap()).unwrap();
+    }
+
+    /// Publishes as `owner` one record after each message of `nonces` (ascending) of a real
+    /// evaluation, the memory of the one at nonce k first passed through `forge(k, memory)` (its
+    /// `SHA-256` tag is that of the memory published, forged or not).
+    async fn publish_series(
+        &self,
+        owner: &str,
+        nonces: std::ops::RangeInclusive<usize>,
+        forge: impl Fn(usize, &mut [u8]),
+    ) {
+        let rt = self.runtime(Arc::new(MemoryStore::new()));
+        for k in nonces {
+            let (mut memory, mut tags) = self.record_at(&rt, k).await;
+            forge(k, &mut memory);
+            let sha = hex::encode(sha2::Sha256::digest(&memory));
+            tags.iter_mut().filter(|t| t.name == "SHA-256").for_each(|t| t.value = sha.clone());
+            self.register_record(owner, tags, &memory);
+        }
     }
 }
 
@@ -168,7 +233,7 @@ async fn from_the_start(w: &World) -> Vec<(u64, serde_json::Value, [u8; 32])> {
     let store = Arc::new(MemoryStore::new());
     w.runtime(store.clone()).evaluate_to(&w.pid, None).await.unwrap();
     let t = trace(&store, &w.pid);
-    assert_eq!(t.len(), N + 1);
+    assert_eq!(t.len(), w.posted.len() + 1);
     t
 }
 
@@ -314,19 +379,172 @@ async fn preferred_owners_records_are_used_when_they_exist() {
     assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
 }
 
+/// Messages of the validation worlds, and the nonces their records are published at: 16
+/// records, one more than `STEPS + RETRIES` (10 + 5), so they are validated by replays.
+const MANY_N: usize = 20;
+const SERIES: std::ops::RangeInclusive<usize> = 1..=16;
+/// A byte of the counter module's memory that evaluation never touches (a forgery shows only in
+/// the memory, not in any result).
+const UNTOUCHED: usize = 120_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_records_than_can_be_used_without_validation_are_not_used() {
-    let w = world();
+async fn many_records_of_a_real_evaluation_validate_and_the_newest_is_used() {
+    let w = world_of(MANY_N);
     let settings = trusting(TRUSTED);
-    let many = settings.steps + settings.retries + 1;
-    for i in 0..many {
-        w.publish_as(TRUSTED, None, &format!("00000000-0000-4000-8000-{i:012}")).await;
-    }
+    assert!(SERIES.count() > settings.steps + settings.retries);
+    w.publish_series(TRUSTED, SERIES, |_, _| {}).await;
     let want = from_the_start(&w).await;
     let store = Arc::new(MemoryStore::new());
     let rt = w.hydrating(store.clone(), settings);
     rt.evaluate_to(&w.pid, None).await.unwrap();
     assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
-    assert_eq!(restores(&rt), 0, "{many} records: validation replays would be needed");
+    assert_eq!(restores(&rt), 1, "hydrated from a validated record");
+    // From the newest record (nonce 16): nothing the replays evaluated was stored, and the rest
+    // is what an evaluation from the start gives.
+    assert_eq!(trace(&store, &w.pid), want[*SERIES.end() + 1..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_newest_record_fails_its_replay_and_the_one_before_is_used() {
+    let w = world_of(MANY_N);
+    let newest = *SERIES.end();
+    w.publish_series(TRUSTED, SERIES, |k, m| {
+        if k == newest {
+            m[UNTOUCHED] = 0xAB;
+        }
+    })
+    .await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    w.gateway.raws.lock().unwrap().clear();
+    let (state, _) = rt.state(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(trace(&store, &w.pid), want[newest..].to_vec(), "hydrated from nonce {}", newest - 1);
+    // Attempt 0 (records 7..=16) replays 9 pairs, attempt 1 (6..=15) only the new pair 6 → 7:
+    // ten earlier records downloaded, then the accepted one (15) to hydrate from.
+    let records = w.gateway.raws.lock().unwrap().iter().filter(|id| **id != w.module).count();
+    assert_eq!(records, 11);
+    assert_eq!(state[UNTOUCHED], 0, "not the forged memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_fail_validation_and_the_process_replays_from_the_scheduler() {
+    let w = world_of(MANY_N);
+    // Every record's memory altered (each differently), its SHA-256 tag consistent with it: no
+    // replay from one record reaches the next one's memory.
+    w.publish_series(TRUSTED, SERIES, |k, m| m[UNTOUCHED] = k as u8).await;
+    let want = from_the_start(&w).await;
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    let (state, _) = rt.state(&w.pid, None).await.unwrap();
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), 1);
+    assert_eq!(restores(&rt), 0, "no record passed validation");
     assert_eq!(trace(&store, &w.pid), want, "replayed from the start");
+    assert_eq!(state[UNTOUCHED], 0);
+}
+
+/// File checkpoints written only when asked to (no count, time, eviction or shutdown rule), so
+/// the one a test finds is the one written right after hydration.
+fn only_explicit_checkpoints() -> CheckpointPolicy {
+    CheckpointPolicy { every_messages: None, every: None, on_eviction: false, on_shutdown: false, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hydrated_process_resumes_from_its_local_checkpoint_after_a_restart() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let files_dir = tempfile::tempdir().unwrap();
+    // One open store for the directory (it is locked while open), shared by the restarts.
+    let shared_files = Arc::new(CheckpointStore::open(files_dir.path()).unwrap());
+    let files = || shared_files.clone();
+    let store = Arc::new(MemoryStore::new());
+    let restarted = |store: &Arc<MemoryStore>| {
+        w.hydrating(store.clone(), trusting(TRUSTED)).with_checkpoints(files(), only_explicit_checkpoints())
+    };
+    // Hydrated to exactly the record's message: nothing evaluated or stored, one local checkpoint.
+    let rt = restarted(&store);
+    rt.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert!(stored(&store, &w.pid).is_empty());
+    let written = files().list(&w.pid).unwrap();
+    assert_eq!(written.len(), 1, "a checkpoint of the hydrated memory");
+    assert_eq!(written[0].position.nonce, K as u64);
+    drop(rt);
+    // Restart with the gateway refusing checkpoint queries: the process resumes from the local
+    // checkpoint (a replay from the spawn would store messages 0..=K), not from the gateway.
+    w.gateway.refuse.store(true, Ordering::SeqCst);
+    let queries = w.gateway.queries.load(Ordering::SeqCst);
+    let rt = restarted(&store);
+    rt.evaluate_to(&w.pid, Some(w.message(K + 2).timestamp)).await.unwrap();
+    assert_eq!(restores(&rt), 1, "resumed from the local checkpoint");
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), queries, "the gateway is not asked again");
+    assert_eq!(trace(&store, &w.pid), want[K + 1..=K + 2].to_vec());
+    drop(rt);
+    // Restart again, now with stored results after the hydrated position: still resumed from it,
+    // the stored results re-evaluated identically, and the rest evaluated as from the start.
+    let rt = restarted(&store);
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 1);
+    assert_eq!(w.gateway.queries.load(Ordering::SeqCst), queries);
+    assert_eq!(trace(&store, &w.pid), want[K + 1..].to_vec());
+    let early = rt.result(&w.pid, &w.message(3).id).await.unwrap_err();
+    assert_eq!(early.status, 425, "{}", early.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hydrated_checkpoint_is_not_used_once_the_store_holds_results_before_it() {
+    let w = world();
+    w.publish(TRUSTED, None).await;
+    let want = from_the_start(&w).await;
+    let files_dir = tempfile::tempdir().unwrap();
+    // One open store for the directory (it is locked while open), shared by the restarts.
+    let shared_files = Arc::new(CheckpointStore::open(files_dir.path()).unwrap());
+    let files = || shared_files.clone();
+    let hydrating = w
+        .hydrating(Arc::new(MemoryStore::new()), trusting(TRUSTED))
+        .with_checkpoints(files(), only_explicit_checkpoints());
+    hydrating.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
+    assert_eq!(files().list(&w.pid).unwrap().len(), 1);
+    // Another store that evaluated from the spawn past the checkpoint holds results at and
+    // before it: they were not produced from it, so it is not used; the process replays from
+    // the start.
+    let store = Arc::new(MemoryStore::new());
+    w.runtime(store.clone()).evaluate_to(&w.pid, Some(w.message(K + 1).timestamp)).await.unwrap();
+    let rt = w.runtime(store.clone()).with_checkpoints(files(), only_explicit_checkpoints());
+    rt.evaluate_to(&w.pid, None).await.unwrap();
+    assert_eq!(restores(&rt), 0);
+    assert_eq!(trace(&store, &w.pid), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_crons_between_and_at_them_validate() {
+    // A cron every 2 s and a message every second: between two records the replay evaluates
+    // crons as well as messages, and every other record ends on a cron (its position carries
+    // the cron id), the newest among them.
+    let w = world_with(MANY_N, vec![tag("Cron-Interval", "2-seconds")]);
+    let horizon = w.message(MANY_N).timestamp + 500;
+    let rt = w.runtime(Arc::new(MemoryStore::new()));
+    let mut crons = 0;
+    for k in SERIES {
+        let (memory, tags) = w.record_until(&rt, w.message(k).timestamp + 500).await;
+        crons += usize::from(tags.iter().any(|t| t.name == "Cron-Interval"));
+        w.register_record(TRUSTED, tags, &memory);
+    }
+    assert_eq!(crons, SERIES.count() / 2, "every other record ends on a cron");
+    let full = Arc::new(MemoryStore::new());
+    w.runtime(full.clone()).evaluate_to(&w.pid, Some(horizon)).await.unwrap();
+    let want = stored(&full, &w.pid);
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.hydrating(store.clone(), trusting(TRUSTED));
+    rt.evaluate_to(&w.pid, Some(horizon)).await.unwrap();
+    assert_eq!(restores(&rt), 1, "hydrated from a validated record");
+    let got = stored(&store, &w.pid);
+    // Hydrated from the newest record, a cron after message 16: everything after it as in an
+    // evaluation from the start.
+    let newest = want.iter().position(|e| e.position.nonce == *SERIES.end() as u64 && e.position.cron.is_some());
+    let newest = newest.expect("a cron after the newest record's message");
+    assert_eq!(got, want[newest + 1..].to_vec());
+    assert!(got.iter().any(|e| e.position.cron.is_some()), "crons evaluated after the record");
 }

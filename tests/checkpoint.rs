@@ -45,6 +45,7 @@ fn ckpt(pid: &str, timestamp: i64, nonce: u64) -> Checkpoint {
             assignment_id: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".into(),
             hash_chain: "_eq5rPNxA2K9JljNyaKej5x1f8-YEWA6jER80dkVEQg".into(),
         }),
+        hydrated: false,
     }
 }
 
@@ -143,6 +144,7 @@ fn round_trip(golden: &str, module: &str, format: &str, cap: u64, n: usize) {
         },
         block_height: msg["Block-Height"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0),
         link: None,
+        hydrated: false,
     };
     let want_hash = p.state_hash();
     assert_eq!(want_hash, StateHasher::full(p.memory()));

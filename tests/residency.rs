@@ -36,10 +36,14 @@ struct World {
 }
 
 fn world() -> World {
+    world_of(&common::counter_wat(0, 0))
+}
+
+fn world_of(wat: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let su = common::stepping_scheduler(dir.path(), T0 as i64);
     let gateway = Arc::new(LocalGateway::default());
-    let wasm = wat::parse_str(common::counter_wat(0, 0)).unwrap();
+    let wasm = wat::parse_str(wat).unwrap();
     let module_tags = common::module_tags("wasm32-unknown-emscripten4");
     let module = gateway.register(DEV_OWNER, module_tags, wasm).unwrap();
     let pids = (0..PROCESSES)
@@ -265,4 +269,41 @@ async fn prewarm_brings_checkpointed_processes_back_live_before_any_request() {
         uninterrupted.evaluate_to(pid, None).await.unwrap();
         assert_eq!(trace(&store, pid), trace(&fresh, pid), "{pid}");
     }
+}
+
+/// A failed message rolls the memory back to the checkpoint file the process resumed from (or
+/// last wrote), read again from disk: results and state hashes equal a runtime that keeps
+/// everything in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_messages_roll_back_from_the_checkpoint_file() {
+    // The counter (1 after the spawn, k + 1 after message k) traps from 9 on: messages 8.. fail.
+    let w = world_of(&common::counter_trap_wat(9));
+    let pid = w.pids[0].clone();
+    let store = Arc::new(MemoryStore::new());
+    {
+        let (files, policy) = w.checkpoints(3);
+        let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+        w.post(&pid, 5);
+        rt.evaluate_to(&pid, None).await.unwrap();
+        rt.shutdown(std::time::Duration::from_secs(10)).await;
+    }
+    let (files, policy) = w.checkpoints(3);
+    let rt = w.runtime(store.clone()).with_checkpoints(files, policy);
+    // Resumed from the file at nonce 5 (written at shutdown); 6 and 7 evaluate; 8 fails and rolls
+    // back to that file plus a replay of 6 and 7; the checkpoint due by count is then written
+    // (the rollback image is now that file, nothing to replay); 9 to 11 fail and roll back to it.
+    w.post(&pid, 6);
+    rt.evaluate_to(&pid, None).await.unwrap();
+    assert_eq!(metric(&rt, "metalcu_checkpoint_restore_duration_seconds_count"), 1);
+    let fresh = Arc::new(MemoryStore::new());
+    w.runtime(fresh.clone()).evaluate_to(&pid, None).await.unwrap();
+    let got = trace(&store, &pid);
+    assert_eq!(got, trace(&fresh, &pid), "rollbacks from the file equal rollbacks from memory");
+    let errors = stored(&store, &pid).iter().filter(|e| e.result.get("Error").is_some_and(|v| !v.is_null())).count();
+    assert_eq!((got.len(), errors), (12, 4), "spawn + 11 messages, 9 to 12 failed");
+    // Every failure left the memory at 8: one more message fails the same way.
+    w.post(&pid, 1);
+    rt.evaluate_to(&pid, None).await.unwrap();
+    let last = stored(&store, &pid).pop().unwrap();
+    assert_eq!(last.state_hash, got[8].2, "the memory is the one after the counter reached 8");
 }

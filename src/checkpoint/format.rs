@@ -18,7 +18,8 @@
 //! 8     4    format version (u32) = FORMAT_VERSION
 //! 12    4    header length (u32) = HEADER_LEN
 //! 16    4    page size of the page map (u32) = PAGE
-//! 20    4    flags (u32): bit 0 cron present, bit 1 hash-chain link present; other bits zero
+//! 20    4    flags (u32): bit 0 cron present, bit 1 hash-chain link present, bit 2 hydrated
+//!            (the memory came from an Arweave checkpoint record); other bits zero
 //! 24    8    memory length (u64): whole 64 KiB wasm pages, 64 KiB ..= MAX_MEMORY_BYTES
 //! 32    8    live pages (u64): bits set in the page map
 //! 40    8    timestamp (i64, ms since the epoch, >= 0)
@@ -79,6 +80,7 @@ pub const MAX_HASH_THREADS: usize = 8;
 
 const FLAG_CRON: u32 = 1;
 const FLAG_LINK: u32 = 2;
+const FLAG_HYDRATED: u32 = 4;
 const SLOT_LEN: usize = 2 + MAX_ID_BYTES;
 const SLOTS_AT: usize = 136;
 const SLOT_NAMES: [&str; 5] = ["process id", "module id", "cron id", "assignment id", "hash chain"];
@@ -98,6 +100,9 @@ pub struct Checkpoint {
     pub block_height: u64,
     /// The hash-chain link of the last scheduled message, so a resumed evaluator keeps verifying.
     pub link: Option<Link>,
+    /// The memory was hydrated from an Arweave checkpoint record rather than reached by
+    /// evaluations this CU stored: no stored evaluation sits at its position.
+    pub hydrated: bool,
 }
 
 /// A parsed header: the checkpoint plus what describes the memory.
@@ -252,6 +257,9 @@ pub fn encode_header(h: &Header) -> Result<Box<[u8; HEADER_LEN]>, FormatError> {
     if c.link.is_some() {
         flags |= FLAG_LINK;
     }
+    if c.hydrated {
+        flags |= FLAG_HYDRATED;
+    }
     b[0..8].copy_from_slice(&MAGIC);
     b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
@@ -312,7 +320,7 @@ pub fn parse_header(b: &[u8; HEADER_LEN]) -> Result<Header, FormatError> {
         return Err(field("page size", format!("{page}; version {FORMAT_VERSION} has {PAGE}")));
     }
     let flags = u32_at(b, 20);
-    if flags & !(FLAG_CRON | FLAG_LINK) != 0 {
+    if flags & !(FLAG_CRON | FLAG_LINK | FLAG_HYDRATED) != 0 {
         return Err(field("flags", format!("unknown bits in {flags:#x}")));
     }
     let memory_len = u64_at(b, 24);
@@ -370,6 +378,7 @@ pub fn parse_header(b: &[u8; HEADER_LEN]) -> Result<Header, FormatError> {
         position: Position { timestamp, nonce: u64_at(b, 48), cron },
         block_height: u64_at(b, 56),
         link,
+        hydrated: flags & FLAG_HYDRATED != 0,
     };
     check_checkpoint(&checkpoint)?;
     Ok(Header {
@@ -534,6 +543,7 @@ mod tests {
                 position: Position { timestamp: 1_700_000_000_000, nonce: 42, cron: Some("0-10-seconds".into()) },
                 block_height: 1_500_000,
                 link: Some(Link { assignment_id: "a".repeat(43), hash_chain: "h".repeat(43) }),
+                hydrated: false,
             },
             memory_len: 2 * WASM_PAGE,
             live_pages: 3,
@@ -560,6 +570,11 @@ mod tests {
         let mut evm = header();
         evm.checkpoint.process_id = format!("0x{}", "ab".repeat(20));
         assert_eq!(parse_header(&encode_header(&evm).unwrap()).unwrap(), evm);
+        let mut hydrated = header();
+        hydrated.checkpoint.hydrated = true;
+        let b = encode_header(&hydrated).unwrap();
+        assert_eq!(u32_at(&b[..], 20), FLAG_CRON | FLAG_LINK | FLAG_HYDRATED);
+        assert_eq!(parse_header(&b).unwrap(), hydrated);
     }
 
     #[test]

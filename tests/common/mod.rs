@@ -71,6 +71,16 @@ pub fn echo_wat(imports: &str, items: &str, extra: &str) -> String {
 /// memory and answers `{"Output": "<counter>"}`, so a message evaluated twice, skipped, or
 /// evaluated on the wrong memory shows in every later result and state hash. The call that
 /// brings the counter to `slow_at` first spins `spin` iterations (a long evaluation).
+/// [`counter_wat`] whose call that brings the counter to `trap_at` or past it traps after
+/// writing the counter: from then on every message fails and its memory must roll back.
+#[allow(dead_code)]
+pub fn counter_trap_wat(trap_at: u32) -> String {
+    let store = "(i32.store (i32.const 1024) (local.get $n))";
+    let wat = counter_wat(0, 0);
+    assert!(wat.contains(store));
+    wat.replace(store, &format!("{store} (if (i32.ge_u (local.get $n) (i32.const {trap_at})) (then unreachable))"))
+}
+
 pub fn counter_wat(slow_at: u32, spin: u64) -> String {
     let prefix = r#"{"ok":true,"response":{"Output":""#;
     let escaped = prefix.replace('"', "\\\"");

@@ -35,6 +35,7 @@
 
 mod persist;
 mod prewarm;
+mod validation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,6 +140,9 @@ struct Loaded {
     block_height: u64,
     /// The synthesized spawn message of a legacy process has been evaluated.
     spawned: bool,
+    /// A validation replay's state ([`validation`]): its evaluations are dropped, never stored
+    /// or checkpointed.
+    scratch: bool,
 }
 
 /// A process's slot: empty until loaded, and again after a walk that did not end consistently.
@@ -317,6 +321,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             last_hash: None,
             checkpoint: None,
             since: Vec::new(),
+            scratch: false,
         })
     }
 
@@ -377,6 +382,13 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// Commits the pending evaluations; on an error none of them count as stored and the
     /// process must reload.
     fn flush(&self, p: &mut Loaded) -> Result<(), CuError> {
+        if p.scratch {
+            // A validation replay: nothing is stored (deduplication then sees the last page).
+            if p.pending.len() >= crate::store::MAX_PAGE {
+                p.pending.clear();
+            }
+            return Ok(());
+        }
         if p.pending.is_empty() {
             return Ok(());
         }

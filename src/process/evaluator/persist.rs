@@ -9,16 +9,21 @@
 //! - a checkpoint is used only if the store holds an evaluation at its position with the same
 //!   state hash, and it is not past the store's latest evaluation: memory and results agree, and
 //!   everything after it is evaluated again and must match what is stored (the store refuses a
-//!   different result at a position it holds);
+//!   different result at a position it holds). The one exception is a checkpoint flagged
+//!   `hydrated` (written at once after an Arweave hydration, whose position has no stored
+//!   evaluation by design): it is used only while the store holds no evaluation at or before
+//!   its position, so no stored result can disagree with it;
 //! - a failed write (disk full, unwritable directory) is logged and counted; evaluation and
 //!   serving go on, and no partial file is left (the checkpoint store writes a temporary file and
 //!   renames it);
-//! - Arweave checkpoints are looked up only for a process with no stored evaluation (so no file
-//!   checkpoint can be usable); one is used only if [`arweave::download`] checked its memory
-//!   against its record's SHA-256, and only as [`arweave::choose`] picks it without validation
-//!   (more than `STEPS + RETRIES` records: none is used, see `hydrate_from_arweave`); every
-//!   failure falls back to replaying from the scheduler. Messages up to the record are never
-//!   evaluated here: `/result` of one answers 425, as the reference does;
+//! - Arweave checkpoints are looked up only for a process with no stored evaluation and no
+//!   usable file checkpoint; one is used only if [`arweave::download`] checked its memory
+//!   against its record's SHA-256, and only as [`arweave::choose`] picks it (more than
+//!   `STEPS + RETRIES` records: only the one the validation replays accept, see
+//!   [`super::validation`]); every failure falls back to replaying from the scheduler. Messages up to the record are never
+//!   evaluated here: `/result` of one answers 425, as the reference does. When file checkpoints
+//!   are on, the hydrated memory is written as a local checkpoint at once (a failure is a
+//!   warning), so a restart resumes from it without asking the gateway again;
 //! - evicting a process drops its memory only after its checkpoint, if due, was attempted; a
 //!   process whose checkpoint failed comes back from an older one or from the scheduler.
 
@@ -108,7 +113,7 @@ pub struct ShutdownReport {
 
 /// Puts `p` at the position of record `cp`, with `instance` (state hash `hash`) holding its
 /// memory: messages up to it count as handled and are never evaluated here.
-fn set_position(
+pub(super) fn set_position(
     p: &mut Loaded,
     cp: &ArweaveCheckpoint,
     instance: crate::engine::Instance,
@@ -147,15 +152,31 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
 
 impl<S: Scheduler, G: Gateway> Core<S, G> {
     /// Resumes freshly loaded `p` from its newest checkpoint that agrees with the store (see the
-    /// module doc); leaves `p` untouched (replay from the start) when there is none.
+    /// module doc); a process with no stored evaluation and no such checkpoint is hydrated from
+    /// Arweave if it can be. Leaves `p` untouched (replay from the start) otherwise.
     pub(super) async fn resume(&self, pid: &str, p: &mut Loaded) -> Result<(), CuError> {
         let store_err = |e: crate::store::StoreError| CuError::new(500, e.to_string());
-        let Some(latest) = self.store.latest(pid).map_err(store_err)? else {
-            // New to this CU: no local checkpoint can agree with an empty store.
+        let latest = self.store.latest(pid).map_err(store_err)?.map(|e| e.position);
+        let new_here = latest.is_none();
+        if !self.resume_from_file(pid, p, latest).await? && new_here {
+            // No stored evaluation, no checkpoint of hydrated memory: new to this CU.
             self.hydrate_from_arweave(pid, p).await;
-            return Ok(());
-        };
-        let Some(ck) = self.checkpoints.as_ref().filter(|c| c.policy.resume) else { return Ok(()) };
+        }
+        Ok(())
+    }
+
+    /// Resumes `p` from its newest file checkpoint not past `latest` (the store's latest
+    /// evaluation) if it agrees with the store: the store holds an evaluation at its position
+    /// with the same state hash, or — a checkpoint of hydrated memory — the store holds no
+    /// evaluation at or before its position. Returns whether it did.
+    async fn resume_from_file(
+        &self,
+        pid: &str,
+        p: &mut Loaded,
+        latest: Option<crate::store::Position>,
+    ) -> Result<bool, CuError> {
+        let store_err = |e: crate::store::StoreError| CuError::new(500, e.to_string());
+        let Some(ck) = self.checkpoints.as_ref().filter(|c| c.policy.resume) else { return Ok(false) };
         let started = Instant::now();
         let prescanned = match self.take_prescanned(pid) {
             // Verified in bulk by prewarming moments ago: the header and map are checked again.
@@ -163,25 +184,25 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .filter(|l| l.checkpoint().position <= latest.position),
+                .filter(|l| latest.as_ref().is_none_or(|at| l.checkpoint().position <= *at)),
             None => None,
         };
         let loaded = match prescanned {
             Some(l) => Arc::new(l),
             None => {
-                let (files, id, not_after, verify) =
-                    (ck.store.clone(), pid.to_string(), latest.position, ck.policy.verify);
-                let scan = tokio::task::spawn_blocking(move || files.latest_valid(&id, Some(&not_after), verify))
+                let (files, id, verify) = (ck.store.clone(), pid.to_string(), ck.policy.verify);
+                let not_after = latest.clone();
+                let scan = tokio::task::spawn_blocking(move || files.latest_valid(&id, not_after.as_ref(), verify))
                     .await
                     .map_err(|e| CuError::new(500, format!("checkpoint read task: {e}")))?;
                 match scan {
                     Ok(scan) => match scan.loaded {
                         Some(l) => Arc::new(l),
-                        None => return Ok(()),
+                        None => return Ok(false),
                     },
                     Err(e) => {
                         tracing::warn!(process_id = pid, "checkpoints not readable ({e}); replaying from the scheduler");
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
@@ -189,14 +210,26 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let c = loaded.checkpoint().clone();
         let hash = loaded.header.state_hash;
         let agrees = c.module_id == p.module_id
-            && self.store.at(pid, &c.position).map_err(store_err)?.is_some_and(|e| e.state_hash == hash);
+            && if c.hydrated {
+                let q = crate::store::Query {
+                    after: None,
+                    until: Some(c.position.clone()),
+                    descending: false,
+                    limit: 1,
+                    cron_only: false,
+                    hide_errors: false,
+                };
+                self.store.list(pid, &q).map_err(store_err)?.0.is_empty()
+            } else {
+                self.store.at(pid, &c.position).map_err(store_err)?.is_some_and(|e| e.state_hash == hash)
+            };
         if !agrees {
             tracing::warn!(
                 process_id = pid,
                 path = %loaded.path.display(),
                 "checkpoint does not match the stored evaluation at its position; replaying from the scheduler"
             );
-            return Ok(());
+            return Ok(false);
         }
         let (engine, module, opts, image) = (self.engine.clone(), p.module.clone(), p.opts.clone(), loaded.clone());
         let instance = self
@@ -219,8 +252,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         p.ckpt_since = 0;
         p.ckpt_at = Instant::now();
         self.metrics.checkpoint_restored(started.elapsed());
-        tracing::info!(process_id = pid, position = ?p.last, "resumed from a checkpoint");
-        Ok(())
+        tracing::info!(process_id = pid, position = ?p.last, hydrated = c.hydrated, "resumed from a checkpoint");
+        Ok(true)
     }
 
     /// Hydrates freshly loaded `p`, new to this CU, from an Arweave checkpoint of its own process
@@ -243,17 +276,20 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let cp = match arweave::choose(candidates, &aw.settings) {
             Choice::None => return,
             Choice::Use(cp) => *cp,
-            Choice::Validate(all) => {
-                // Trusting one of many records needs the reference's window replay between
-                // checkpoints; metalcu does not run it, so it does not trust any of them.
-                tracing::warn!(
-                    process_id = pid,
-                    records = all.len(),
-                    limit = aw.settings.steps + aw.settings.retries,
-                    "more Arweave checkpoints than can be used without validation replays; replaying from the scheduler"
-                );
-                return;
-            }
+            Choice::Validate(all) => match self.validated(pid, p, &all, &aw.settings).await {
+                Some(cp) => {
+                    tracing::info!(process_id = pid, record = %cp.id, records = all.len(), "Arweave checkpoint validated");
+                    cp
+                }
+                None => {
+                    tracing::warn!(
+                        process_id = pid,
+                        records = all.len(),
+                        "no Arweave checkpoint passed the validation replays; replaying from the scheduler"
+                    );
+                    return;
+                }
+            },
         };
         let started = Instant::now();
         let memory = match arweave::download(&*self.gateway, &cp, p.opts.memory_limit).await {
@@ -269,6 +305,11 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
                 self.metrics.checkpoint_restored(started.elapsed());
                 tracing::info!(process_id = pid, record = %cp.id, owner = %cp.owner, position = ?p.last,
                     "hydrated from an Arweave checkpoint");
+                // A local copy at once, so a restart before the first policy checkpoint resumes
+                // here rather than hydrating again (or replaying from the spawn).
+                if self.write_checkpoint(pid, p, true).await == Some(false) {
+                    tracing::warn!(process_id = pid, "no local checkpoint of the hydrated memory");
+                }
             }
             Err(e) => {
                 tracing::warn!(process_id = pid, record = %cp.id, "Arweave checkpoint not usable: {}; replaying from the scheduler", e.message);
@@ -278,7 +319,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
 
     /// An instance of `p`'s module holding `memory`, its state hash, and `memory` back (the
     /// rollback image).
-    async fn instantiate_checkpoint(
+    pub(super) async fn instantiate_checkpoint(
         &self,
         pid: &str,
         p: &Loaded,
@@ -299,7 +340,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
 
     /// Whether the count rule (every N evaluations) asks for a checkpoint now.
     pub(super) fn checkpoint_due_by_count(&self, p: &Loaded) -> bool {
-        self.checkpoints.as_ref().is_some_and(|c| c.policy.every_messages.is_some_and(|n| p.ckpt_since >= n))
+        !p.scratch
+            && self.checkpoints.as_ref().is_some_and(|c| c.policy.every_messages.is_some_and(|n| p.ckpt_since >= n))
     }
 
     /// Writes a checkpoint of `p` when the policy says one is due (or `force`, for eviction and
@@ -311,21 +353,34 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             && (force || ck.policy.should_checkpoint(p.ckpt_since, p.ckpt_at.elapsed()))
             && p.pending.is_empty()
             && !p.store_behind;
-        let (Some(position), true) = (p.last.clone(), due) else { return None };
+        if !due {
+            return None;
+        }
+        self.write_checkpoint(pid, p, false).await
+    }
+
+    /// Writes a checkpoint of `p`'s memory at its position now (`hydrated`: the memory is an
+    /// Arweave record's, with no stored evaluation at that position). `None` when file
+    /// checkpoints are off or `p` has no position; else whether it was written (a failure is
+    /// logged, never returned).
+    async fn write_checkpoint(&self, pid: &str, p: &mut Loaded, hydrated: bool) -> Option<bool> {
+        let ck = self.checkpoints.as_ref().filter(|_| !p.scratch)?;
+        let position = p.last.clone()?;
         let c = Checkpoint {
             process_id: pid.to_string(),
             module_id: p.module_id.clone(),
             position,
             block_height: p.block_height,
             link: p.link.clone(),
+            hydrated,
         };
         let instance = self.checkout(p).ok()?;
-        let (files, keep, id) = (ck.store.clone(), ck.policy.keep, pid.to_string());
+        let (files, keep, id, at) = (ck.store.clone(), ck.policy.keep, pid.to_string(), c.position.clone());
         let started = Instant::now();
         let ran = self
             .pool
             .run(pid, move || {
-                let r = files.write(&c, instance.memory()).and_then(|_| files.prune(&id, keep).map(|_| ()));
+                let r = files.write(&c, instance.memory()).and_then(|path| files.prune(&id, keep).map(|_| path));
                 (instance, r)
             })
             .await;
@@ -333,7 +388,11 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             Ok((instance, r)) => {
                 self.checkin(p, instance);
                 match r {
-                    Ok(()) => {
+                    Ok(path) => {
+                        // The file is the memory now: the rollback image, with nothing to replay
+                        // (and no copy held in RAM).
+                        p.checkpoint = Some((RollbackImage::File(path), at));
+                        p.since.clear();
                         p.ckpt_since = 0;
                         p.ckpt_at = Instant::now();
                         self.metrics.checkpoint_written(started.elapsed());

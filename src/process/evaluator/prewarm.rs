@@ -75,10 +75,10 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             };
             let pids: Vec<String> = pids.into_iter().take(n).map(|(pid, _)| pid).collect();
             let scan_one = |pid: &String| {
-                let latest = store.latest(pid).ok().flatten()?;
+                let latest = store.latest(pid).ok()?.map(|e| e.position);
                 // The image is unmapped at once: only the verified path is kept, so prewarming
                 // thousands of processes never holds thousands of mappings.
-                match files.latest_valid(pid, Some(&latest.position), verify) {
+                match files.latest_valid(pid, latest.as_ref(), verify) {
                     Ok(scan) => Some((scan.skipped.len(), scan.loaded.map(|l| l.path))),
                     Err(e) => {
                         tracing::warn!(process_id = pid, "prewarm: checkpoints not readable: {e}");
