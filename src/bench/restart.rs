@@ -27,7 +27,7 @@ const METRICS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the live count is read while waiting for it.
 const POLL: Duration = Duration::from_millis(100);
 /// No change of the live count for this long ends the wait.
-const STALL: Duration = Duration::from_secs(5);
+const STALL: Duration = Duration::from_secs(30);
 /// The gauge of the processes a CU holds live.
 pub const RESIDENT_GAUGE: &str = "metalcu_resident_processes";
 
