@@ -18,6 +18,9 @@
 //! - `metalcu_dry_runs_total{outcome}`, `metalcu_dry_run_gas_used_total`: [`Metrics::dry_run`];
 //! - `metalcu_resident_processes`, `metalcu_evictions_total`: [`Metrics::process_loaded`] /
 //!   [`Metrics::process_evicted`], by the runtime when it loads / drops a process's live state;
+//! - `metalcu_resident_memory_bytes`: [`Metrics::resident_memory`], the residency ledger's total
+//!   (RAM the live memories occupy, by `mincore`), set after every use of a process; divided by
+//!   `metalcu_resident_processes` it is the memory per live process;
 //! - `metalcu_checkpoint_write_duration_seconds`, `metalcu_checkpoint_restore_duration_seconds`:
 //!   [`Metrics::checkpoint_written`] / [`Metrics::checkpoint_restored`], by whoever writes and
 //!   restores checkpoint files for the runtime (issue 5's residency; `checkpoint::CheckpointStore`
@@ -97,6 +100,7 @@ pub struct Metrics {
     dry_runs: Family<OutcomeLabels, Counter>,
     dry_run_gas: Counter,
     resident: Gauge,
+    resident_bytes: Gauge,
     evictions: Counter,
     checkpoint_write_seconds: Histogram,
     checkpoint_restore_seconds: Histogram,
@@ -128,6 +132,7 @@ impl Metrics {
             dry_runs: Family::default(),
             dry_run_gas: Counter::default(),
             resident: Gauge::default(),
+            resident_bytes: Gauge::default(),
             evictions: Counter::default(),
             checkpoint_write_seconds: histogram_of(&CHECKPOINT_BUCKETS),
             checkpoint_restore_seconds: histogram_of(&CHECKPOINT_BUCKETS),
@@ -148,6 +153,12 @@ impl Metrics {
         r.register("dry_runs", "Dry-runs evaluated, by outcome (never stored, not in /usage)", m.dry_runs.clone());
         r.register("dry_run_gas_used", "Gas used by dry-runs", m.dry_run_gas.clone());
         r.register("resident_processes", "Processes whose live state the runtime holds", m.resident.clone());
+        r.register_with_unit(
+            "resident_memory",
+            "RAM the memories of the live processes occupy (mincore of each, as residency charges it)",
+            Unit::Bytes,
+            m.resident_bytes.clone(),
+        );
         r.register("evictions", "Processes whose live state the runtime dropped to make room", m.evictions.clone());
         r.register_with_unit(
             "checkpoint_write_duration",
@@ -231,6 +242,11 @@ impl Metrics {
         self.resident.dec();
     }
 
+    /// The RAM the live processes' memories occupy now (the residency ledger's total).
+    pub fn resident_memory(&self, bytes: u64) {
+        self.resident_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Processes whose live state is held now.
     pub fn resident_processes(&self) -> i64 {
         self.resident.get()
@@ -286,6 +302,7 @@ mod tests {
         m.process_loaded();
         m.process_loaded();
         m.process_evicted();
+        m.resident_memory(3 << 20);
         m.checkpoint_written(Duration::from_millis(4));
         m.checkpoint_restored(Duration::from_millis(2));
         m.su_fetch("epoll", Duration::from_millis(3), None);
@@ -302,6 +319,7 @@ mod tests {
             "metalcu_dry_runs_total{outcome=\"ok\"} 1",
             "metalcu_dry_run_gas_used_total 11",
             "metalcu_resident_processes 1",
+            "metalcu_resident_memory_bytes 3145728",
             "metalcu_evictions_total 1",
             "metalcu_checkpoint_write_duration_seconds_count 1",
             "metalcu_checkpoint_restore_duration_seconds_count 1",

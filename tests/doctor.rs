@@ -76,7 +76,11 @@ fn the_text_report_has_every_check_and_a_verdict_matching_the_exit_code() {
     println!("{text}");
     let code = out.status.code().unwrap();
     assert!(code == 0 || code == EXIT_BLOCKED as i32, "exit {code}: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.starts_with("metalcu doctor: pool 64 slots × 1.0 GiB"), "{text}");
+    let slots = metalcu::process::residency::pool_slots_for(
+        metalcu::process::residency::DEFAULT_LIVE_PER_WORKER,
+        metalcu::pool::available_cpus().len(),
+    );
+    assert!(text.starts_with(&format!("metalcu doctor: pool {slots} slots × 1.0 GiB")), "{text}");
     for id in CHECK_IDS {
         let line = text.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap_or_else(|| panic!("{id}"));
         assert!(["OK", "WARN", "FAIL"].contains(&line.split_whitespace().next().unwrap()), "{line}");

@@ -233,7 +233,9 @@ mod tests {
         let s = settings(&["--dev-arg=--wasm-instance-cache-max-size=5000", "--dev-arg", "--no-checkpoints"]).unwrap();
         let Target::Child { dev_args, .. } = &s.target else { panic!("a child stack") };
         assert_eq!(dev_args, &["--wasm-instance-cache-max-size=5000", "--no-checkpoints"]);
-        assert!(settings(&["--cu-url", "http://a:1", "--su-url", "http://b:2", "--process", "P", "--restart"]).is_err());
+        assert!(
+            settings(&["--cu-url", "http://a:1", "--su-url", "http://b:2", "--process", "P", "--restart"]).is_err()
+        );
         let s = settings(&["--tag", "Action=Balance", "--tag", "X=a=b"]).unwrap();
         assert_eq!(s.tags[1], ("X".to_string(), "a=b".to_string()));
     }

@@ -421,11 +421,7 @@ impl Report {
                 r.start_seconds
             );
             if let Some(t) = r.live_again_seconds {
-                let _ = writeln!(
-                    o,
-                    "           live again before any request: {} after {t:.2} s",
-                    live(r.live_again)
-                );
+                let _ = writeln!(o, "           live again before any request: {} after {t:.2} s", live(r.live_again));
             }
             if let Some(b) = &r.back {
                 let _ = writeln!(

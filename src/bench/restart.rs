@@ -103,7 +103,7 @@ pub async fn run(ctx: &Ctx, stack: &mut Stack, procs: &mut [Proc]) -> anyhow::Re
         su: stack.info.su.as_str().into(),
         settings: std::sync::Arc::new(super::args::Settings { messages: 1, ..(*ctx.settings).clone() }),
         stop: ctx.stop.clone(),
-        progress: ctx.progress.clone(),
+        progress: ctx.progress,
     };
     let mut report = RestartReport {
         live_before,

@@ -76,7 +76,7 @@ impl RollbackImage {
                     .await
                     .map_err(|e| CuError::new(500, format!("rollback image task: {e}")))?
                     .map_err(|e| CuError::new(500, format!("rollback image: {e}")))?;
-                Ok(ImageBytes::Mapped(loaded))
+                Ok(ImageBytes::Mapped(Box::new(loaded)))
             }
         }
     }
@@ -85,7 +85,7 @@ impl RollbackImage {
 /// The bytes of a [`RollbackImage`].
 pub(super) enum ImageBytes<'a> {
     Owned(&'a [u8]),
-    Mapped(crate::checkpoint::Loaded),
+    Mapped(Box<crate::checkpoint::Loaded>),
 }
 
 impl ImageBytes<'_> {
@@ -180,11 +180,13 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         let started = Instant::now();
         let prescanned = match self.take_prescanned(pid) {
             // Verified in bulk by prewarming moments ago: the header and map are checked again.
-            Some(path) => tokio::task::spawn_blocking(move || crate::checkpoint::store::load(&path, Verify::HeaderOnly))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .filter(|l| latest.as_ref().is_none_or(|at| l.checkpoint().position <= *at)),
+            Some(path) => {
+                tokio::task::spawn_blocking(move || crate::checkpoint::store::load(&path, Verify::HeaderOnly))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .filter(|l| latest.as_ref().is_none_or(|at| l.checkpoint().position <= *at))
+            }
             None => None,
         };
         let loaded = match prescanned {
@@ -201,7 +203,10 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
                         None => return Ok(false),
                     },
                     Err(e) => {
-                        tracing::warn!(process_id = pid, "checkpoints not readable ({e}); replaying from the scheduler");
+                        tracing::warn!(
+                            process_id = pid,
+                            "checkpoints not readable ({e}); replaying from the scheduler"
+                        );
                         return Ok(false);
                     }
                 }
@@ -498,6 +503,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         for v in victims {
             self.evict(&v).await;
         }
+        let total = self.residency.lock().expect("residency lock").total();
+        self.metrics.resident_memory(total);
     }
 
     /// SIGTERM: waits for each process's evaluation in flight (its lock), then checkpoints every
@@ -534,7 +541,6 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
         if tokio::time::timeout(deadline, work).await.is_err() {
             tracing::warn!(?deadline, "shutdown deadline reached before every process was checkpointed");
         }
-        let report = report.lock().expect("shutdown report").clone();
-        report
+        report.lock().expect("shutdown report").clone()
     }
 }

@@ -86,8 +86,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
                     }
                 }
             };
-            match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("prewarm-{i}")).build()
-            {
+            match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("prewarm-{i}")).build() {
                 Ok(pool) => pool.install(|| pids.par_iter().map(|p| (p.clone(), scan_one(p))).collect::<Vec<_>>()),
                 Err(e) => {
                     tracing::warn!("prewarm: no rayon pool ({e}); verifying on one thread");
