@@ -269,3 +269,29 @@ fn compiled_modules_are_cached_on_disk_and_bad_entries_recompiled() {
     assert!(e3.instantiate(&m, ProcessOptions::default()).unwrap().handle(&msg(1), &json!({})).result.is_ok());
     assert_ne!(std::fs::read(&entries[0]).unwrap(), data, "the corrupt entry was replaced");
 }
+
+/// The rollback image a live process keeps costs RAM for its non-zero pages only, and reads back
+/// as the whole memory.
+#[test]
+fn a_sparse_image_is_the_memory_and_costs_only_its_written_pages() {
+    let e = engine();
+    // The counter with 16 MiB of memory, of which a handful of 4 KiB pages are ever written.
+    let src = common::counter_wat(0, 0)
+        .replace(r#"(memory (export "memory") 2 16384)"#, r#"(memory (export "memory") 256 16384)"#);
+    let m = load(&e, &src, F4);
+    let mut p = e.instantiate(&m, ProcessOptions::default()).unwrap();
+    for n in 0..3 {
+        p.handle(&msg(n), &json!({})).result.expect("counted");
+    }
+    let image = p.sparse_image().expect("anonymous mapping");
+    let written = p.memory().chunks(4096).filter(|c| c.iter().any(|b| *b != 0)).count() as u64;
+    assert!((1..=8).contains(&written), "{written} pages written");
+    // Measured before anything reads the image (a read of a zero page maps the kernel's zero
+    // page, which mincore reports as resident although it costs no RAM).
+    let resident = metalcu::engine::resident::resident_bytes(&image);
+    assert!(resident <= written * 4096, "{resident} bytes resident for {written} written pages");
+    assert_eq!(image.len(), 16 << 20);
+    assert!(image[..] == *p.memory(), "the image reads as the memory, zeros included");
+    let mut q = e.instantiate_image(&m, ProcessOptions::default(), &image).unwrap();
+    assert_eq!(q.state_hash(), p.state_hash(), "an instance restored from it has the same state");
+}

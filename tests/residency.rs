@@ -307,3 +307,26 @@ async fn failed_messages_roll_back_from_the_checkpoint_file() {
     let last = stored(&store, &pid).pop().unwrap();
     assert_eq!(last.state_hash, got[8].2, "the memory is the one after the counter reached 8");
 }
+
+/// More messages than the in-memory rollback image interval, then failures: each rolls back to
+/// the sparse image taken after 64 messages plus a replay of the ones since, reproducing the
+/// recorded state hash (a mismatch would be a 500), with no checkpoint files at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_past_the_in_memory_image_interval_roll_back_exactly() {
+    const TRAP_AT: usize = metalcu::process::evaluator::CHECKPOINT_EVERY + 6;
+    let w = world_of(&common::counter_trap_wat(TRAP_AT as u32));
+    let pid = w.pids[0].clone();
+    let store = Arc::new(MemoryStore::new());
+    let rt = w.runtime(store.clone());
+    w.post(&pid, TRAP_AT + 3);
+    rt.evaluate_to(&pid, None).await.unwrap();
+    let all = stored(&store, &pid);
+    let outputs: Vec<&str> = all.iter().map(|e| e.result["Output"].as_str().unwrap_or("")).collect();
+    let want: Vec<String> = (1..TRAP_AT).map(|k| k.to_string()).collect();
+    assert_eq!(outputs[..TRAP_AT - 1], want.iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    let failed = all[TRAP_AT - 1..].iter().filter(|e| e.result.get("Error").is_some_and(|v| !v.is_null())).count();
+    assert_eq!((all.len(), failed), (TRAP_AT + 4, 5), "the spawn and {} messages: the last 5 failed", TRAP_AT + 3);
+    for e in &all[TRAP_AT - 1..] {
+        assert_eq!(e.state_hash, all[TRAP_AT - 2].state_hash, "every failure leaves the memory as it was");
+    }
+}

@@ -616,8 +616,15 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             p.since.push(msg);
             p.last_hash = Some(hash);
             if p.since.len() >= CHECKPOINT_EVERY {
-                let image = p.instance.as_ref().expect("just checked in").memory_image();
-                p.checkpoint = Some((persist::RollbackImage::Owned(image), position.clone()));
+                let live = p.instance.as_ref().expect("just checked in");
+                let image = match live.sparse_image() {
+                    Ok(m) => persist::RollbackImage::Sparse(m),
+                    Err(e) => {
+                        tracing::debug!(process_id = pid, "no sparse rollback image ({e}); a full copy instead");
+                        persist::RollbackImage::Owned(live.memory_image())
+                    }
+                };
+                p.checkpoint = Some((image, position.clone()));
                 p.since.clear();
             }
             hash

@@ -55,12 +55,14 @@ pub struct ArweaveHydration {
     pub own_address: String,
 }
 
-/// The memory a rollback starts from: a copy taken in memory, or the checkpoint file the process
-/// resumed from, read again (and verified again) only when a rollback needs it. A live process
+/// The memory a rollback starts from: a copy taken in memory (sparse: its zero pages cost no RAM),
+/// or the checkpoint file the process resumed from (or last wrote), read again (and verified again) only when a rollback needs it. A live process
 /// holds no mapping of its checkpoint: thousands of mapped images would cost memory mappings
 /// (`vm.max_map_count`) and page cache for a path that runs only after a failed message.
 pub(super) enum RollbackImage {
     Owned(Vec<u8>),
+    /// A copy whose zero pages cost no RAM ([`crate::engine::Instance::sparse_image`]).
+    Sparse(memmap2::Mmap),
     File(std::path::PathBuf),
 }
 
@@ -70,6 +72,7 @@ impl RollbackImage {
     pub(super) async fn memory(&self) -> Result<ImageBytes<'_>, CuError> {
         match self {
             RollbackImage::Owned(v) => Ok(ImageBytes::Owned(v)),
+            RollbackImage::Sparse(m) => Ok(ImageBytes::Owned(m)),
             RollbackImage::File(path) => {
                 let path = path.clone();
                 let loaded = tokio::task::spawn_blocking(move || crate::checkpoint::store::load(&path, Verify::Live))
