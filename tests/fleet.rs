@@ -273,8 +273,8 @@ async fn fleet(haproxy: PathBuf) {
     // Two CUs, each with its own data directory, and HAProxy in front.
     let ports = [free_port(), free_port()];
     let data: Vec<PathBuf> = CUS.iter().map(|n| dir.path().join(n)).collect();
-    let mut cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway).await;
-    let mut cu2 = start_cu(CUS[1], ports[1], &data[1], &gateway).await;
+    let mut cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway.url).await;
+    let mut cu2 = start_cu(CUS[1], ports[1], &data[1], &gateway.url).await;
     let bind = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, render_config(&bind, &[(CUS[0], ports[0]), (CUS[1], ports[1])])).unwrap();
@@ -394,7 +394,7 @@ async fn fleet(haproxy: PathBuf) {
 
     // cu2 is gone; cu1 comes back. cu2's processes move to cu1 on the ring: cu1 replays them
     // from the scheduler and serves the very results cu2 served.
-    let _cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway).await;
+    let _cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway.url).await;
     let moved: Vec<&AoProcess> = procs.iter().filter(|p| owner[&p.pid] == CUS[1]).collect();
     for p in &moved {
         let path = format!("/result/{}?process-id={}", p.messages[MESSAGES - 1], p.pid);

@@ -5,10 +5,13 @@
 //! Every test runs on both transports (`<test>::epoll`, `<test>::uring`). Where the kernel
 //! refuses io_uring, the `uring` variants say so and skip — except under `CI`, where they fail.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::uring::skipped;
 use metalcu::net::fetch::Fetcher;
 use metalcu::net::{AnyTransport, IoMode};
 use metalcu::su::client::{ClientConfig, HttpScheduler, SU_PEER};
@@ -34,22 +37,6 @@ fn q(from: Option<i64>, to: Option<i64>, limit: u32) -> PageQuery {
 
 fn nonces(p: &Page) -> Vec<u64> {
     p.edges.iter().map(|e| map_node(&e.node).unwrap().nonce).collect()
-}
-
-/// Whether the `mode` variant cannot run here: io_uring refused outside CI (said on stderr).
-/// Under `CI` a refused io_uring fails the test.
-fn skipped(mode: IoMode) -> bool {
-    if mode != IoMode::Uring {
-        return false;
-    }
-    match metalcu::net::uring_available() {
-        Ok(()) => false,
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: the io_uring transport cannot run here ({why}); the epoll variant still runs");
-            true
-        }
-        Err(why) => panic!("CI: the io_uring transport cannot run here: {why}"),
-    }
 }
 
 /// An SU client for `base` on the `mode` transport.
