@@ -11,12 +11,10 @@ mod fake_gateway;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use metalcu::gateway::local::LocalGateway;
-use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS, LocalScheduler, system_clock};
+use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS};
 use metalcu::su::types::Tag;
 use serde_json::Value;
 
@@ -52,14 +50,7 @@ fn get(addr: &str, path: &str) -> (u16, Value) {
 
 async fn serve_end_to_end(io: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let su = Arc::new(LocalScheduler::open(dir.path().join("su.redb"), system_clock()).unwrap());
-    let su_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let su_url = format!("http://{}", su_listener.local_addr().unwrap());
-    tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
-    let modules = Arc::new(LocalGateway::default());
-    let wasm = wat::parse_str(common::echo_wat("", "", "")).unwrap();
-    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
-    let module = modules.register(DEV_OWNER, module_tags, wasm).unwrap();
+    let fake_gateway::EchoStack { su, module, gateway } = fake_gateway::start_echo_stack(dir.path()).await;
     let process_tags = vec![
         tag("Data-Protocol", "ao"),
         tag("Type", "Process"),
@@ -68,7 +59,6 @@ async fn serve_end_to_end(io: &str) {
     ];
     let pid = su.spawn(DEV_OWNER, process_tags, String::new()).unwrap().process_id;
     let ids: Vec<String> = (0..3).map(|n| su.post(&pid, DEV_OWNER, vec![], format!("m{n}")).unwrap().id).collect();
-    let gateway = fake_gateway::start(modules, su.clone(), su_url).await;
 
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_metalcu"))

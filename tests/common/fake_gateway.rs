@@ -6,6 +6,8 @@
 //! not make (a path other than `/raw/:id` and `/graphql`, a body that is not JSON, the location
 //! of a scheduler other than the local SU), is also kept in [`FakeGateway::unexpected`] for the
 //! test to check, since a failure inside the gateway's own tasks cannot fail the test.
+//! [`start_echo_stack`] sets up what `metalcu serve` children reach: the local SU over HTTP and
+//! this gateway with the echo module.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use metalcu::gateway::Gateway;
 use metalcu::gateway::local::LocalGateway;
-use metalcu::su::local::{LOCAL_SU_ADDRESS, LocalScheduler};
+use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS, LocalScheduler, system_clock};
 use metalcu::su::scheduler::Scheduler;
 use serde_json::{Value, json};
 
@@ -70,6 +72,31 @@ pub async fn start(modules: Arc<LocalGateway>, su: Arc<LocalScheduler>, su_url: 
         }
     });
     FakeGateway { url: format!("http://{addr}"), unexpected }
+}
+
+/// What [`start_echo_stack`] set up.
+pub struct EchoStack {
+    /// The local SU, served over HTTP; the gateway points its wallet there.
+    pub su: Arc<LocalScheduler>,
+    /// The echo module's id at the gateway.
+    pub module: String,
+    pub gateway: FakeGateway,
+}
+
+/// A local SU in `dir/su.redb` (system clock) served over HTTP on 127.0.0.1, the project's echo
+/// module (`wasm32-unknown-emscripten4`) registered by `DEV_OWNER`, and a gateway serving both,
+/// until the runtime stops.
+pub async fn start_echo_stack(dir: &std::path::Path) -> EchoStack {
+    let su = Arc::new(LocalScheduler::open(dir.join("su.redb"), system_clock()).expect("open the local SU"));
+    let su_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the SU");
+    let su_url = format!("http://{}", su_listener.local_addr().expect("SU address"));
+    tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
+    let modules = Arc::new(LocalGateway::default());
+    let wasm = wat::parse_str(crate::common::echo_wat("", "", "")).expect("the echo module");
+    let module_tags = crate::common::module_tags("wasm32-unknown-emscripten4");
+    let module = modules.register(DEV_OWNER, module_tags, wasm).expect("register the echo module");
+    let gateway = start(modules, su.clone(), su_url).await;
+    EchoStack { su, module, gateway }
 }
 
 /// An answer, or why the request was not expected with the answer it gets.
