@@ -47,22 +47,6 @@ fn su_client(base: &str, cfg: ClientConfig, mode: IoMode) -> HttpScheduler {
     c
 }
 
-/// Runs `$body(IoMode)` as `$name::epoll` and `$name::uring`.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn epoll() {
-                super::$body(metalcu::net::IoMode::Epoll).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn uring() {
-                super::$body(metalcu::net::IoMode::Uring).await
-            }
-        }
-    };
-}
-
 /// Small delays so failure paths finish fast.
 fn fast() -> ClientConfig {
     ClientConfig {
@@ -151,7 +135,7 @@ async fn the_client_reads_the_local_su_over_http_body(mode: IoMode) {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
-both!(the_client_reads_the_local_su_over_http, the_client_reads_the_local_su_over_http_body);
+both_transports!(the_client_reads_the_local_su_over_http, the_client_reads_the_local_su_over_http_body);
 
 /// What the fake server does with request number `n` (0-based) for `path`.
 enum Reply {
@@ -226,7 +210,7 @@ async fn server_errors_are_retried_then_succeed_body(mode: IoMode) {
     assert_eq!(client.timestamp("p").await.unwrap(), (1_712_967_091_755, 1_412_345));
     assert_eq!(count.load(Ordering::SeqCst), 3);
 }
-both!(server_errors_are_retried_then_succeed, server_errors_are_retried_then_succeed_body);
+both_transports!(server_errors_are_retried_then_succeed, server_errors_are_retried_then_succeed_body);
 
 async fn persistent_503_is_unavailable_within_the_deadline_body(mode: IoMode) {
     if skipped(mode) {
@@ -251,7 +235,10 @@ async fn persistent_503_is_unavailable_within_the_deadline_body(mode: IoMode) {
     assert!(matches!(client.latest("P").await, Err(SuError::Unavailable(_))));
     assert_eq!(count.load(Ordering::SeqCst), 3);
 }
-both!(persistent_503_is_unavailable_within_the_deadline, persistent_503_is_unavailable_within_the_deadline_body);
+both_transports!(
+    persistent_503_is_unavailable_within_the_deadline,
+    persistent_503_is_unavailable_within_the_deadline_body
+);
 
 async fn a_hanging_su_times_out_per_attempt_body(mode: IoMode) {
     if skipped(mode) {
@@ -267,7 +254,7 @@ async fn a_hanging_su_times_out_per_attempt_body(mode: IoMode) {
     assert!(matches!(err, SuError::Unavailable(ref t) if t.contains("timeout")), "{err:?}");
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
-both!(a_hanging_su_times_out_per_attempt, a_hanging_su_times_out_per_attempt_body);
+both_transports!(a_hanging_su_times_out_per_attempt, a_hanging_su_times_out_per_attempt_body);
 
 async fn invalid_bodies_and_not_found_are_not_retried_body(mode: IoMode) {
     if skipped(mode) {
@@ -311,7 +298,7 @@ async fn invalid_bodies_and_not_found_are_not_retried_body(mode: IoMode) {
     assert!(matches!(client.timestamp("p").await, Err(SuError::Invalid(ref t)) if t.contains("larger than")));
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
-both!(invalid_bodies_and_not_found_are_not_retried, invalid_bodies_and_not_found_are_not_retried_body);
+both_transports!(invalid_bodies_and_not_found_are_not_retried, invalid_bodies_and_not_found_are_not_retried_body);
 
 async fn redirects_are_followed_body(mode: IoMode) {
     if skipped(mode) {
@@ -337,4 +324,4 @@ async fn redirects_are_followed_body(mode: IoMode) {
     let client = su_client(&base, fast(), mode);
     assert!(matches!(client.latest("P").await, Err(SuError::Invalid(_))));
 }
-both!(redirects_are_followed, redirects_are_followed_body);
+both_transports!(redirects_are_followed, redirects_are_followed_body);
