@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: where `../shared` is, and small WAT modules; an
-//! async HTTP client (`http`), the io_uring skip rule (`uring`) and `metalcu dev` as a child
-//! (`devchild`). The GraphQL gateway fake (`fake_gateway.rs`) is not
+//! async HTTP client (`http`), the io_uring skip rule and `both_transports!` (`uring`), and
+//! `metalcu dev` as a child (`devchild`). The GraphQL gateway fake (`fake_gateway.rs`) is not
 //! in here: the tests that serve one include it with `#[path]`.
 #![allow(dead_code)]
 
