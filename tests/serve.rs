@@ -152,3 +152,32 @@ fn a_bad_setting_stops_serve_at_start_naming_it() {
         assert!(help.contains(&format!("[env: {name}]")), "serve --help documents {name}");
     }
 }
+
+/// The check above is not vacuous: the gateway fake keeps what a CU should not ask, answered as
+/// a gateway would (a GraphQL error, no edges, 404), and serves what it should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_fake_records_requests_a_cu_should_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = fake_gateway::start_echo_stack(dir.path()).await;
+    let addr: std::net::SocketAddr = stack.gateway.url.strip_prefix("http://").unwrap().parse().unwrap();
+    let ask = |query: &str, variables: serde_json::Value| serde_json::json!({ "query": query, "variables": variables });
+    let local = ask("query GetSchedulerLocation", serde_json::json!({ "owner": LOCAL_SU_ADDRESS }));
+    let (status, found) = common::http::http(addr, "POST", "/graphql", Some(&local)).await;
+    assert_eq!(status, 200);
+    assert_eq!(found["data"]["transactions"]["edges"].as_array().unwrap().len(), 1, "{found}");
+    let (status, _) = common::http::http(addr, "GET", &format!("/raw/{}", stack.module), None).await;
+    assert_eq!(status, 200, "the module binary");
+    assert_eq!(stack.gateway.unexpected(), Vec::<String>::new());
+
+    let other = ask("query GetSchedulerLocation", serde_json::json!({ "owner": "someone-else" }));
+    let (status, none) = common::http::http(addr, "POST", "/graphql", Some(&other)).await;
+    assert_eq!((status, none["data"]["transactions"]["edges"].as_array().unwrap().len()), (200, 0));
+    let (status, refused) = common::http::http(addr, "POST", "/graphql", Some(&ask("query Other", Value::Null))).await;
+    assert_eq!(status, 400);
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("query Other"), "{refused}");
+    let (status, _) = common::http::http(addr, "GET", "/elsewhere", None).await;
+    assert_eq!(status, 404);
+    let seen = stack.gateway.unexpected();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].contains("someone-else") && seen[1].contains("query Other") && seen[2].contains("/elsewhere"));
+}
