@@ -450,25 +450,39 @@ fn only_explicit_checkpoints() -> CheckpointPolicy {
     CheckpointPolicy { every_messages: None, every: None, on_eviction: false, on_shutdown: false, ..Default::default() }
 }
 
+/// A temporary directory of file checkpoints with one open store for it (the store locks it
+/// while open), shared by every restart of a test, written [`only_explicit_checkpoints`].
+struct LocalCheckpoints {
+    files: Arc<CheckpointStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalCheckpoints {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self { files: Arc::new(CheckpointStore::open(dir.path()).unwrap()), _dir: dir }
+    }
+
+    /// `rt`, writing into and resuming from these checkpoints.
+    fn on(&self, rt: Rt) -> Rt {
+        rt.with_checkpoints(self.files.clone(), only_explicit_checkpoints())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hydrated_process_resumes_from_its_local_checkpoint_after_a_restart() {
     let w = world();
     w.publish(TRUSTED, None).await;
     let want = from_the_start(&w).await;
-    let files_dir = tempfile::tempdir().unwrap();
-    // One open store for the directory (it is locked while open), shared by the restarts.
-    let shared_files = Arc::new(CheckpointStore::open(files_dir.path()).unwrap());
-    let files = || shared_files.clone();
+    let files = LocalCheckpoints::new();
     let store = Arc::new(MemoryStore::new());
-    let restarted = |store: &Arc<MemoryStore>| {
-        w.hydrating(store.clone(), trusting(TRUSTED)).with_checkpoints(files(), only_explicit_checkpoints())
-    };
+    let restarted = |store: &Arc<MemoryStore>| files.on(w.hydrating(store.clone(), trusting(TRUSTED)));
     // Hydrated to exactly the record's message: nothing evaluated or stored, one local checkpoint.
     let rt = restarted(&store);
     rt.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
     assert_eq!(restores(&rt), 1);
     assert!(stored(&store, &w.pid).is_empty());
-    let written = files().list(&w.pid).unwrap();
+    let written = files.files.list(&w.pid).unwrap();
     assert_eq!(written.len(), 1, "a checkpoint of the hydrated memory");
     assert_eq!(written[0].position.nonce, K as u64);
     drop(rt);
@@ -498,21 +512,16 @@ async fn a_hydrated_checkpoint_is_not_used_once_the_store_holds_results_before_i
     let w = world();
     w.publish(TRUSTED, None).await;
     let want = from_the_start(&w).await;
-    let files_dir = tempfile::tempdir().unwrap();
-    // One open store for the directory (it is locked while open), shared by the restarts.
-    let shared_files = Arc::new(CheckpointStore::open(files_dir.path()).unwrap());
-    let files = || shared_files.clone();
-    let hydrating = w
-        .hydrating(Arc::new(MemoryStore::new()), trusting(TRUSTED))
-        .with_checkpoints(files(), only_explicit_checkpoints());
+    let files = LocalCheckpoints::new();
+    let hydrating = files.on(w.hydrating(Arc::new(MemoryStore::new()), trusting(TRUSTED)));
     hydrating.state(&w.pid, Some(w.message(K).timestamp)).await.unwrap();
-    assert_eq!(files().list(&w.pid).unwrap().len(), 1);
+    assert_eq!(files.files.list(&w.pid).unwrap().len(), 1);
     // Another store that evaluated from the spawn past the checkpoint holds results at and
     // before it: they were not produced from it, so it is not used; the process replays from
     // the start.
     let store = Arc::new(MemoryStore::new());
     w.runtime(store.clone()).evaluate_to(&w.pid, Some(w.message(K + 1).timestamp)).await.unwrap();
-    let rt = w.runtime(store.clone()).with_checkpoints(files(), only_explicit_checkpoints());
+    let rt = files.on(w.runtime(store.clone()));
     rt.evaluate_to(&w.pid, None).await.unwrap();
     assert_eq!(restores(&rt), 0);
     assert_eq!(trace(&store, &w.pid), want);

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,9 +26,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use metalcu::gateway::local::LocalGateway;
 use metalcu::store::{Query, RedbStore, Store};
-use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS, LocalScheduler, system_clock};
+use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS, LocalScheduler};
 use metalcu::su::types::Tag;
 use serde_json::{Value, json};
 
@@ -260,21 +258,13 @@ async fn a_fleet_behind_haproxy_serves_each_process_from_one_cu() {
 async fn fleet(haproxy: PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     // The shared scheduler and gateway.
-    let su = Arc::new(LocalScheduler::open(dir.path().join("su.redb"), system_clock()).unwrap());
-    let su_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let su_url = format!("http://{}", su_listener.local_addr().unwrap());
-    tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
-    let modules = Arc::new(LocalGateway::default());
-    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
-    let module =
-        modules.register(DEV_OWNER, module_tags, wat::parse_str(common::echo_wat("", "", "")).unwrap()).unwrap();
-    let gateway = fake_gateway::start(modules, su.clone(), su_url).await;
+    let fake_gateway::EchoStack { su, module, gateway } = fake_gateway::start_echo_stack(dir.path()).await;
 
     // Two CUs, each with its own data directory, and HAProxy in front.
     let ports = [free_port(), free_port()];
     let data: Vec<PathBuf> = CUS.iter().map(|n| dir.path().join(n)).collect();
-    let mut cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway).await;
-    let mut cu2 = start_cu(CUS[1], ports[1], &data[1], &gateway).await;
+    let mut cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway.url).await;
+    let mut cu2 = start_cu(CUS[1], ports[1], &data[1], &gateway.url).await;
     let bind = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, render_config(&bind, &[(CUS[0], ports[0]), (CUS[1], ports[1])])).unwrap();
@@ -394,7 +384,7 @@ async fn fleet(haproxy: PathBuf) {
 
     // cu2 is gone; cu1 comes back. cu2's processes move to cu1 on the ring: cu1 replays them
     // from the scheduler and serves the very results cu2 served.
-    let _cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway).await;
+    let _cu1 = start_cu(CUS[0], ports[0], &data[0], &gateway.url).await;
     let moved: Vec<&AoProcess> = procs.iter().filter(|p| owner[&p.pid] == CUS[1]).collect();
     for p in &moved {
         let path = format!("/result/{}?process-id={}", p.messages[MESSAGES - 1], p.pid);

@@ -16,33 +16,15 @@ use metalcu::su::local::{LocalScheduler, system_clock};
 use metalcu::su::scheduler::Scheduler;
 use metalcu::su::types::Tag;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request with `Connection: close`; returns (status, content type, body text).
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let (head, payload) = text.split_once("\r\n\r\n").unwrap();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-type: ").or_else(|| l.strip_prefix("Content-Type: ")))
-        .unwrap_or("")
-        .to_string();
-    (status, ctype, payload.to_string())
+    let reply = common::http::request(addr, method, path, body).await;
+    (reply.status, reply.content_type(), reply.body)
 }
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
-    let (status, _, body) = http(addr, "GET", path, None).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    common::http::http(addr, "GET", path, None).await
 }
 
 /// The value of the sample `series` (name with labels, exactly as exposed), 0 if absent.
@@ -124,22 +106,8 @@ async fn metrics_count_the_evaluations_gas_and_responses_served() {
     dev.stop().await.unwrap();
 }
 
-fn uring_skipped(mode: IoMode) -> bool {
-    if mode != IoMode::Uring {
-        return false;
-    }
-    match metalcu::net::uring_available() {
-        Ok(()) => false,
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: the io_uring transport cannot run here ({why}); the epoll variant still runs");
-            true
-        }
-        Err(why) => panic!("CI: the io_uring transport cannot run here: {why}"),
-    }
-}
-
 async fn su_fetches_are_counted_per_transport(mode: IoMode) {
-    if uring_skipped(mode) {
+    if common::uring::skipped(mode) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -5,25 +5,18 @@
 //! bad setting stops it at start with a message naming the setting.
 
 mod common;
+#[path = "common/fake_gateway.rs"]
+mod fake_gateway;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use metalcu::gateway::Gateway;
-use metalcu::gateway::local::LocalGateway;
-use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS, LocalScheduler, system_clock};
-use metalcu::su::scheduler::Scheduler;
+use metalcu::su::local::{DEV_OWNER, LOCAL_SU_ADDRESS};
 use metalcu::su::types::Tag;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn tag(n: &str, v: &str) -> Tag {
     Tag { name: n.into(), value: v.into() }
@@ -32,70 +25,6 @@ fn tag(n: &str, v: &str) -> Tag {
 fn wallet() -> String {
     let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 512]);
     format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB"}}"#)
-}
-
-/// A gateway speaking Arweave's GraphQL and `/raw` for the module (from `modules`) and the
-/// process (from the local SU), pointing the scheduler wallet at `su_url`.
-async fn fake_gateway(modules: Arc<LocalGateway>, su: Arc<LocalScheduler>, su_url: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let (modules, su, su_url) = (modules.clone(), su.clone(), su_url.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (modules, su, su_url) = (modules.clone(), su.clone(), su_url.clone());
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let (status, out) = answer(&path, &body, &modules, &su, &su_url).await;
-                        Ok::<_, std::convert::Infallible>(
-                            Response::builder().status(status).body(Full::new(out)).unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-async fn answer(path: &str, body: &[u8], modules: &LocalGateway, su: &LocalScheduler, su_url: &str) -> (u16, Bytes) {
-    if let Some(id) = path.strip_prefix("/raw/") {
-        return match modules.raw(id).await {
-            Ok(b) => (200, b),
-            Err(_) => (404, Bytes::from_static(b"not found")),
-        };
-    }
-    assert_eq!(path, "/graphql", "the CU asks GraphQL at GATEWAY_URL/graphql");
-    let q: Value = serde_json::from_slice(body).unwrap();
-    let query = q["query"].as_str().unwrap();
-    let edges = if query.contains("GetSchedulerLocation") {
-        assert_eq!(q["variables"]["owner"], LOCAL_SU_ADDRESS);
-        vec![
-            json!({"node": {"tags": [{"name": "Url", "value": su_url}, {"name": "Time-To-Live", "value": "3600000"}]}}),
-        ]
-    } else if query.contains("GetProcesses") {
-        let id = q["variables"]["processIds"][0].as_str().unwrap().to_string();
-        let node = match (modules.transaction(&id).await, su.process(&id).await) {
-            (Ok(m), _) => {
-                json!({"id": id, "owner": {"address": m.owner.address, "key": m.owner.key}, "tags": m.tags, "recipient": ""})
-            }
-            (_, Ok(p)) => {
-                json!({"id": id, "owner": {"address": p.owner.address, "key": p.owner.key}, "tags": p.tags, "recipient": ""})
-            }
-            _ => return (200, Bytes::from(json!({"data": {"transactions": {"edges": []}}}).to_string())),
-        };
-        vec![json!({ "node": node })]
-    } else if query.contains("GetAoProcessCheckpoints") {
-        // Arweave checkpoint hydration (on by default) finds none: the process replays.
-        vec![]
-    } else {
-        panic!("unexpected query {query}");
-    };
-    (200, Bytes::from(json!({"data": {"transactions": {"edges": edges}}}).to_string()))
 }
 
 struct Killed(Child);
@@ -121,14 +50,7 @@ fn get(addr: &str, path: &str) -> (u16, Value) {
 
 async fn serve_end_to_end(io: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let su = Arc::new(LocalScheduler::open(dir.path().join("su.redb"), system_clock()).unwrap());
-    let su_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let su_url = format!("http://{}", su_listener.local_addr().unwrap());
-    tokio::spawn(metalcu::su::local_http::serve(su_listener, su.clone(), std::future::pending()));
-    let modules = Arc::new(LocalGateway::default());
-    let wasm = wat::parse_str(common::echo_wat("", "", "")).unwrap();
-    let module_tags = common::module_tags("wasm32-unknown-emscripten4");
-    let module = modules.register(DEV_OWNER, module_tags, wasm).unwrap();
+    let fake_gateway::EchoStack { su, module, gateway } = fake_gateway::start_echo_stack(dir.path()).await;
     let process_tags = vec![
         tag("Data-Protocol", "ao"),
         tag("Type", "Process"),
@@ -137,14 +59,13 @@ async fn serve_end_to_end(io: &str) {
     ];
     let pid = su.spawn(DEV_OWNER, process_tags, String::new()).unwrap().process_id;
     let ids: Vec<String> = (0..3).map(|n| su.post(&pid, DEV_OWNER, vec![], format!("m{n}")).unwrap().id).collect();
-    let gateway = fake_gateway(modules, su.clone(), su_url).await;
 
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_metalcu"))
             .arg("serve")
             .env_clear()
             .env("WALLET", wallet())
-            .env("GATEWAY_URL", &gateway)
+            .env("GATEWAY_URL", &gateway.url)
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("IO", io)
@@ -184,6 +105,7 @@ async fn serve_end_to_end(io: &str) {
     assert_eq!(body["address"], want, "the wallet's address");
     let cached = std::fs::read_dir(dir.path().join("wasm").join("modules")).unwrap().count();
     assert!(cached >= 1, "the module binary is cached on disk");
+    assert_eq!(gateway.unexpected(), Vec::<String>::new(), "the CU asks the gateway only what it serves");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,4 +151,33 @@ fn a_bad_setting_stops_serve_at_start_naming_it() {
     ] {
         assert!(help.contains(&format!("[env: {name}]")), "serve --help documents {name}");
     }
+}
+
+/// The check above is not vacuous: the gateway fake keeps what a CU should not ask, answered as
+/// a gateway would (a GraphQL error, no edges, 404), and serves what it should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_fake_records_requests_a_cu_should_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = fake_gateway::start_echo_stack(dir.path()).await;
+    let addr: std::net::SocketAddr = stack.gateway.url.strip_prefix("http://").unwrap().parse().unwrap();
+    let ask = |query: &str, variables: serde_json::Value| serde_json::json!({ "query": query, "variables": variables });
+    let local = ask("query GetSchedulerLocation", serde_json::json!({ "owner": LOCAL_SU_ADDRESS }));
+    let (status, found) = common::http::http(addr, "POST", "/graphql", Some(&local)).await;
+    assert_eq!(status, 200);
+    assert_eq!(found["data"]["transactions"]["edges"].as_array().unwrap().len(), 1, "{found}");
+    let (status, _) = common::http::http(addr, "GET", &format!("/raw/{}", stack.module), None).await;
+    assert_eq!(status, 200, "the module binary");
+    assert_eq!(stack.gateway.unexpected(), Vec::<String>::new());
+
+    let other = ask("query GetSchedulerLocation", serde_json::json!({ "owner": "someone-else" }));
+    let (status, none) = common::http::http(addr, "POST", "/graphql", Some(&other)).await;
+    assert_eq!((status, none["data"]["transactions"]["edges"].as_array().unwrap().len()), (200, 0));
+    let (status, refused) = common::http::http(addr, "POST", "/graphql", Some(&ask("query Other", Value::Null))).await;
+    assert_eq!(status, 400);
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("query Other"), "{refused}");
+    let (status, _) = common::http::http(addr, "GET", "/elsewhere", None).await;
+    assert_eq!(status, 404);
+    let seen = stack.gateway.unexpected();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].contains("someone-else") && seen[1].contains("query Other") && seen[2].contains("/elsewhere"));
 }

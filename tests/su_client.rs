@@ -5,10 +5,13 @@
 //! Every test runs on both transports (`<test>::epoll`, `<test>::uring`). Where the kernel
 //! refuses io_uring, the `uring` variants say so and skip — except under `CI`, where they fail.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::uring::skipped;
 use metalcu::net::fetch::Fetcher;
 use metalcu::net::{AnyTransport, IoMode};
 use metalcu::su::client::{ClientConfig, HttpScheduler, SU_PEER};
@@ -36,44 +39,12 @@ fn nonces(p: &Page) -> Vec<u64> {
     p.edges.iter().map(|e| map_node(&e.node).unwrap().nonce).collect()
 }
 
-/// Whether the `mode` variant cannot run here: io_uring refused outside CI (said on stderr).
-/// Under `CI` a refused io_uring fails the test.
-fn skipped(mode: IoMode) -> bool {
-    if mode != IoMode::Uring {
-        return false;
-    }
-    match metalcu::net::uring_available() {
-        Ok(()) => false,
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: the io_uring transport cannot run here ({why}); the epoll variant still runs");
-            true
-        }
-        Err(why) => panic!("CI: the io_uring transport cannot run here: {why}"),
-    }
-}
-
 /// An SU client for `base` on the `mode` transport.
 fn su_client(base: &str, cfg: ClientConfig, mode: IoMode) -> HttpScheduler {
     let transport = AnyTransport::new(mode, cfg.request_timeout).unwrap();
     let c = HttpScheduler::with_fetcher(base, Arc::new(Fetcher::new(Arc::new(transport), cfg, SU_PEER))).unwrap();
     assert_eq!(c.transport_name(), if mode == IoMode::Uring { "uring" } else { "epoll" });
     c
-}
-
-/// Runs `$body(IoMode)` as `$name::epoll` and `$name::uring`.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn epoll() {
-                super::$body(metalcu::net::IoMode::Epoll).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn uring() {
-                super::$body(metalcu::net::IoMode::Uring).await
-            }
-        }
-    };
 }
 
 /// Small delays so failure paths finish fast.
@@ -164,7 +135,7 @@ async fn the_client_reads_the_local_su_over_http_body(mode: IoMode) {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
-both!(the_client_reads_the_local_su_over_http, the_client_reads_the_local_su_over_http_body);
+both_transports!(the_client_reads_the_local_su_over_http, the_client_reads_the_local_su_over_http_body);
 
 /// What the fake server does with request number `n` (0-based) for `path`.
 enum Reply {
@@ -239,7 +210,7 @@ async fn server_errors_are_retried_then_succeed_body(mode: IoMode) {
     assert_eq!(client.timestamp("p").await.unwrap(), (1_712_967_091_755, 1_412_345));
     assert_eq!(count.load(Ordering::SeqCst), 3);
 }
-both!(server_errors_are_retried_then_succeed, server_errors_are_retried_then_succeed_body);
+both_transports!(server_errors_are_retried_then_succeed, server_errors_are_retried_then_succeed_body);
 
 async fn persistent_503_is_unavailable_within_the_deadline_body(mode: IoMode) {
     if skipped(mode) {
@@ -264,7 +235,10 @@ async fn persistent_503_is_unavailable_within_the_deadline_body(mode: IoMode) {
     assert!(matches!(client.latest("P").await, Err(SuError::Unavailable(_))));
     assert_eq!(count.load(Ordering::SeqCst), 3);
 }
-both!(persistent_503_is_unavailable_within_the_deadline, persistent_503_is_unavailable_within_the_deadline_body);
+both_transports!(
+    persistent_503_is_unavailable_within_the_deadline,
+    persistent_503_is_unavailable_within_the_deadline_body
+);
 
 async fn a_hanging_su_times_out_per_attempt_body(mode: IoMode) {
     if skipped(mode) {
@@ -280,7 +254,7 @@ async fn a_hanging_su_times_out_per_attempt_body(mode: IoMode) {
     assert!(matches!(err, SuError::Unavailable(ref t) if t.contains("timeout")), "{err:?}");
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
-both!(a_hanging_su_times_out_per_attempt, a_hanging_su_times_out_per_attempt_body);
+both_transports!(a_hanging_su_times_out_per_attempt, a_hanging_su_times_out_per_attempt_body);
 
 async fn invalid_bodies_and_not_found_are_not_retried_body(mode: IoMode) {
     if skipped(mode) {
@@ -324,7 +298,7 @@ async fn invalid_bodies_and_not_found_are_not_retried_body(mode: IoMode) {
     assert!(matches!(client.timestamp("p").await, Err(SuError::Invalid(ref t)) if t.contains("larger than")));
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
-both!(invalid_bodies_and_not_found_are_not_retried, invalid_bodies_and_not_found_are_not_retried_body);
+both_transports!(invalid_bodies_and_not_found_are_not_retried, invalid_bodies_and_not_found_are_not_retried_body);
 
 async fn redirects_are_followed_body(mode: IoMode) {
     if skipped(mode) {
@@ -350,4 +324,4 @@ async fn redirects_are_followed_body(mode: IoMode) {
     let client = su_client(&base, fast(), mode);
     assert!(matches!(client.latest("P").await, Err(SuError::Invalid(_))));
 }
-both!(redirects_are_followed, redirects_are_followed_body);
+both_transports!(redirects_are_followed, redirects_are_followed_body);

@@ -8,6 +8,8 @@
 //! kernel refuses io_uring, the `uring` variants say so and skip — except under `CI`, where they
 //! fail.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,22 +54,6 @@ fn transport(mode: IoMode) -> Option<AnyTransport> {
 
 fn get(url: &str) -> Request<Bytes> {
     Request::get(url).body(Bytes::new()).unwrap()
-}
-
-/// Runs `$body(IoMode)` as `$name::epoll` and `$name::uring`.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn epoll() {
-                super::$body(metalcu::net::IoMode::Epoll).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn uring() {
-                super::$body(metalcu::net::IoMode::Uring).await
-            }
-        }
-    };
 }
 
 type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
@@ -137,7 +123,7 @@ async fn keep_alive_body(mode: IoMode) {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
-both!(keep_alive_reuses_one_connection, keep_alive_body);
+both_transports!(keep_alive_reuses_one_connection, keep_alive_body);
 
 /// A raw server that answers each connection's first request with a complete keep-alive-looking
 /// answer and then closes the connection (as servers do with idle connections).
@@ -185,7 +171,7 @@ async fn idle_close_body(mode: IoMode) {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 10);
 }
-both!(connections_closed_by_the_server_are_not_reused, idle_close_body);
+both_transports!(connections_closed_by_the_server_are_not_reused, idle_close_body);
 
 /// A raw server that reads requests and never answers; returns its address and a channel on
 /// which it reports, per connection, how long until the client closed it.
@@ -236,7 +222,7 @@ async fn timeout_body(mode: IoMode) {
     let (ok, _) = server(echo(), None).await;
     assert_eq!(t.send(get(&format!("http://{ok}/after")), MAX_BODY).await.unwrap().body(), "/after".as_bytes());
 }
-both!(timeouts_end_hanging_exchanges, timeout_body);
+both_transports!(timeouts_end_hanging_exchanges, timeout_body);
 
 async fn limits_body(mode: IoMode) {
     let Some(t) = transport(mode) else { return };
@@ -274,7 +260,7 @@ async fn limits_body(mode: IoMode) {
     // Not http(s): refused before any I/O.
     assert!(matches!(t.send(get("ftp://127.0.0.1/x"), MAX_BODY).await, Err(TransportError::Invalid(_))));
 }
-both!(bodies_over_the_limit_are_refused, limits_body);
+both_transports!(bodies_over_the_limit_are_refused, limits_body);
 
 /// A body of `chunks` frames of 1 KiB with no declared length (sent chunked).
 struct Chunks(usize);
@@ -305,7 +291,7 @@ async fn refused_body(mode: IoMode) {
     assert!(matches!(err, TransportError::Io(ref e) if e.to_lowercase().contains("refused")), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
-both!(refused_connections_are_io_errors, refused_body);
+both_transports!(refused_connections_are_io_errors, refused_body);
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, and a TLS acceptor serving it.
 fn self_signed() -> (CertificateDer<'static>, TlsAcceptor) {
@@ -344,7 +330,7 @@ async fn https_body(mode: IoMode) {
     let err = t.send(get(&format!("http://{addr}/")), MAX_BODY).await.unwrap_err();
     assert!(matches!(err, TransportError::Io(_)), "{err:?}");
 }
-both!(https_round_trips, https_body);
+both_transports!(https_round_trips, https_body);
 
 /// `tasks` callers each sending `each` sequential requests; every answer is checked.
 async fn parallel(t: &Arc<AnyTransport>, addr: SocketAddr, tasks: usize, each: usize) {
@@ -380,7 +366,7 @@ async fn concurrency_body(mode: IoMode) {
     let conns = accepted.load(Ordering::SeqCst);
     assert!((1..=callers).contains(&conns), "{conns} connections for {callers} concurrent callers");
 }
-both!(many_parallel_requests, concurrency_body);
+both_transports!(many_parallel_requests, concurrency_body);
 
 async fn reset_body(mode: IoMode) {
     let Some(t) = transport(mode) else { return };
@@ -413,7 +399,7 @@ async fn reset_body(mode: IoMode) {
     let (ok, _) = server(echo(), None).await;
     assert_eq!(t.send(get(&format!("http://{ok}/alive")), MAX_BODY).await.unwrap().body(), "/alive".as_bytes());
 }
-both!(peers_resetting_connections_are_survived, reset_body);
+both_transports!(peers_resetting_connections_are_survived, reset_body);
 
 /// Client sockets to `port` still held by a file descriptor of this process (from
 /// `/proc/self/net/tcp`: remote port `port`, inode not 0; closed sockets waiting out their
@@ -454,4 +440,4 @@ async fn abandoned_body(mode: IoMode) {
     }
     assert_eq!(open_client_sockets(addr.port()), 0, "abandoned connections still hold sockets");
 }
-both!(abandoned_exchanges_close_their_sockets, abandoned_body);
+both_transports!(abandoned_exchanges_close_their_sockets, abandoned_body);

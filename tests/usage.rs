@@ -5,10 +5,11 @@
 
 mod common;
 
+use common::http::http;
 use metalcu::dev::{DevConfig, start};
 use metalcu::engine::ModuleFormat;
 use metalcu::store::{Evaluation, MemoryStore, Position, RedbStore, Store, Usage, UsageSums, UsageTotals};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn eval(pid: &str, nonce: u64, gas: u64, usage: Usage) -> Evaluation {
@@ -128,23 +129,6 @@ fn a_schema_1_store_is_upgraded_with_sums_rebuilt_from_its_rows() {
     let mut want = rebuilt("odd");
     want.add(5, &usage(9));
     assert_eq!(store.usage("odd").unwrap(), Some(want));
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns (status, JSON body).
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text[9..12].parse().unwrap();
-    let (_, payload) = text.split_once("\r\n\r\n").unwrap();
-    (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string())))
 }
 
 async fn metrics_sum(addr: std::net::SocketAddr, series: &str) -> f64 {

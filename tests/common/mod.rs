@@ -1,9 +1,14 @@
-//! Helpers shared by the integration tests: where `../shared` is, and small WAT modules.
+//! Helpers shared by the integration tests: where `../shared` is, and small WAT modules; an
+//! async HTTP client (`http`), the io_uring skip rule and `both_transports!` (`uring`), and
+//! `metalcu dev` as a child (`devchild`). The GraphQL gateway fake (`fake_gateway.rs`) is not
+//! in here: the tests that serve one include it with `#[path]`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
 pub mod devchild;
+pub mod http;
+pub mod uring;
 
 /// The shared test data (fixtures, goldens): `$METALCU_SHARED`, else `../shared` beside the repo.
 /// Returns `None` (after saying so on stderr) when it is missing locally; panics under CI, where
