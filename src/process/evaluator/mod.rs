@@ -21,7 +21,9 @@
 //!
 //! Rollback without a per-call copy: the CU's rule (a call that throws or returns `Error` leaves
 //! the memory as it was) needs the pre-call memory only when a call fails. The runtime keeps a
-//! memory image every [`CHECKPOINT_EVERY`] successful messages plus the messages evaluated since;
+//! memory image every [`CHECKPOINT_EVERY`] successful messages (sparse: only its non-zero pages
+//! cost RAM), or the checkpoint file last written or resumed from, plus the messages evaluated
+//! since;
 //! on a failure it resumes the image and replays them, and checks that the replay reproduces the
 //! recorded state hash (a failed check is a determinism bug: the process stops with an error).
 //!
