@@ -166,13 +166,13 @@ pub fn sizing(args: &DoctorArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow
     let per_worker = src
         .parse("WASM_INSTANCE_CACHE_MAX_SIZE", |v| values::bounded(v, 1, residency::MAX_LIVE_PER_WORKER as u64))?
         .map_or(residency::DEFAULT_LIVE_PER_WORKER, |n| n as usize);
-    let workers = match src.parse("WASM_EVALUATION_MAX_WORKERS", |v| values::bounded(v, 0, MAX_WORKERS as u64))? {
-        Some(n) if n > 0 => n as usize,
-        _ => match src.parse("WORKER_CPUS", values::cpu_list)? {
-            Some(cpus) => cpus.len(),
-            None => crate::pool::available_cpus().len(),
-        },
-    };
+    let workers = crate::pool::PoolConfig {
+        workers: src.parse("WASM_EVALUATION_MAX_WORKERS", |v| values::bounded(v, 0, MAX_WORKERS as u64))?.unwrap_or(0)
+            as usize,
+        cpus: src.parse("WORKER_CPUS", values::cpu_list)?,
+        ..crate::pool::PoolConfig::default()
+    }
+    .worker_count();
     let serve_slots = residency::pool_slots_for(per_worker, workers) as u32;
     let pool_slots = args.pool_slots.unwrap_or(serve_slots);
     if pool_slots == 0 {

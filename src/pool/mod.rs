@@ -59,6 +59,23 @@ impl Default for PoolConfig {
     }
 }
 
+impl PoolConfig {
+    /// The CPUs the workers are pinned to, in order: the list given, else those this process may
+    /// run on.
+    pub fn cpu_list(&self) -> Vec<usize> {
+        self.cpus.clone().unwrap_or_else(available_cpus)
+    }
+
+    /// The workers [`WorkerPool::new`] starts: the number given, else one per CPU of
+    /// [`PoolConfig::cpu_list`] (at least one).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => self.cpu_list().len().max(1),
+            n => n,
+        }
+    }
+}
+
 /// Why a job did not give an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -147,15 +164,10 @@ impl WorkerPool {
     /// Starts the workers. Pinning that the OS refuses (e.g. a CPU outside the cgroup's set) is
     /// logged and the worker runs unpinned.
     pub fn new(cfg: &PoolConfig) -> Result<WorkerPool, PoolError> {
-        let cpus = match &cfg.cpus {
-            Some(list) if list.is_empty() => return Err(PoolError::Config("the CPU list is empty".into())),
-            Some(list) => list.clone(),
-            None => available_cpus(),
-        };
-        let workers = match cfg.workers {
-            0 => cpus.len().max(1),
-            n => n,
-        };
+        if cfg.cpus.as_ref().is_some_and(Vec::is_empty) {
+            return Err(PoolError::Config("the CPU list is empty".into()));
+        }
+        let (cpus, workers) = (cfg.cpu_list(), cfg.worker_count());
         if workers > MAX_WORKERS {
             return Err(PoolError::Config(format!("{workers} workers: at most {MAX_WORKERS}")));
         }

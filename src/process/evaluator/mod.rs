@@ -343,14 +343,7 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     {
         let mut p = match guard.take() {
             Some(p) => p,
-            None => {
-                let admitted = self.admit(&pid).await?;
-                let mut p = self.load(&pid).await?;
-                p.admitted = Some(admitted);
-                self.resume(&pid, &mut p).await?;
-                self.metrics.process_loaded();
-                p
-            }
+            None => self.load_live(&pid).await?,
         };
         let walked = self.walk(&pid, &mut p, to).await;
         // What was evaluated before an error is stored too (e.g. up to a broken hash chain).
@@ -380,6 +373,17 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             );
         }
         out
+    }
+
+    /// Loads `pid` into a live instance: its place among the live processes ([`Core::admit`]),
+    /// its process and module, then its newest usable checkpoint ([`Core::resume`]).
+    async fn load_live(&self, pid: &str) -> Result<Loaded, CuError> {
+        let admitted = self.admit(pid).await?;
+        let mut p = self.load(pid).await?;
+        p.admitted = Some(admitted);
+        self.resume(pid, &mut p).await?;
+        self.metrics.process_loaded();
+        Ok(p)
     }
 
     /// Commits the pending evaluations; on an error none of them count as stored and the

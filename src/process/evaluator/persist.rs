@@ -114,8 +114,34 @@ pub struct ShutdownReport {
     pub abandoned: usize,
 }
 
-/// Puts `p` at the position of record `cp`, with `instance` (state hash `hash`) holding its
-/// memory: messages up to it count as handled and are never evaluated here.
+/// Puts `p` at `position` (with its block height and chain link), with `instance` (state hash
+/// `hash`) holding its memory and `image` as its rollback image: messages up to it count as
+/// handled and are never evaluated here.
+fn place(
+    p: &mut Loaded,
+    instance: crate::engine::Instance,
+    hash: [u8; 32],
+    image: RollbackImage,
+    position: crate::store::Position,
+    block_height: u64,
+    link: Option<Link>,
+) {
+    p.instance = Some(instance);
+    p.blank = false;
+    p.spawned = true;
+    p.handled = Some((position.timestamp, position.nonce));
+    p.block_height = block_height;
+    p.link = link;
+    p.last_hash = Some(hash);
+    p.checkpoint = Some((image, position.clone()));
+    p.last = Some(position);
+    p.since.clear();
+    p.ckpt_since = 0;
+    p.ckpt_at = Instant::now();
+}
+
+/// [`place`]s `p` at the position of Arweave record `cp`, its downloaded `memory` the rollback
+/// image.
 pub(super) fn set_position(
     p: &mut Loaded,
     cp: &ArweaveCheckpoint,
@@ -123,22 +149,11 @@ pub(super) fn set_position(
     hash: [u8; 32],
     memory: Vec<u8>,
 ) {
-    let position = cp.position.clone();
-    p.instance = Some(instance);
-    p.blank = false;
-    p.spawned = true;
-    p.handled = Some((position.timestamp, position.nonce));
-    p.block_height = cp.block_height;
-    p.link = match (&cp.assignment, &cp.hash_chain) {
+    let link = match (&cp.assignment, &cp.hash_chain) {
         (Some(a), Some(h)) => Some(Link { assignment_id: a.clone(), hash_chain: h.clone() }),
         _ => None,
     };
-    p.last_hash = Some(hash);
-    p.checkpoint = Some((RollbackImage::Owned(memory), position.clone()));
-    p.last = Some(position);
-    p.since.clear();
-    p.ckpt_since = 0;
-    p.ckpt_at = Instant::now();
+    place(p, instance, hash, RollbackImage::Owned(memory), cp.position.clone(), cp.block_height, link);
 }
 
 impl<S: Scheduler, G: Gateway> Runtime<S, G> {
@@ -246,19 +261,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
             .await
             .map_err(pool_error)?
             .map_err(|e| CuError::new(500, format!("process instance from checkpoint: {e}")))?;
-        p.instance = Some(instance);
-        p.blank = false;
-        p.spawned = true;
-        p.handled = Some((c.position.timestamp, c.position.nonce));
-        p.block_height = c.block_height;
-        p.link = c.link.clone();
-        p.last_hash = Some(hash);
-        p.checkpoint = Some((RollbackImage::File(loaded.path.clone()), c.position.clone()));
+        place(p, instance, hash, RollbackImage::File(loaded.path.clone()), c.position, c.block_height, c.link);
         drop(loaded);
-        p.last = Some(c.position);
-        p.since.clear();
-        p.ckpt_since = 0;
-        p.ckpt_at = Instant::now();
         self.metrics.checkpoint_restored(started.elapsed());
         tracing::info!(process_id = pid, position = ?p.last, hydrated = c.hydrated, "resumed from a checkpoint");
         Ok(true)
@@ -425,8 +429,8 @@ impl<S: Scheduler, G: Gateway> Core<S, G> {
     pub(super) fn with_instance_cap(mut core: Self) -> Self {
         let (slots, workers) = (core.engine.config().pool_slots as usize, core.pool.workers());
         let (forks, cap) = (residency::fork_headroom(workers, slots), residency::live_cap(workers, slots));
-        let r = std::mem::replace(&mut *core.residency.lock().expect("residency lock"), Residency::new(0, None));
-        *core.residency.lock().expect("residency lock") = r.with_max_count(cap);
+        let r = core.residency.get_mut().expect("residency lock");
+        *r = std::mem::replace(r, Residency::new(0, None)).with_max_count(cap);
         core.admission = Arc::new(tokio::sync::Semaphore::new(cap));
         core.forks = Arc::new(tokio::sync::Semaphore::new(forks));
         core.max_processes = super::MAX_PROCESSES.max(2 * cap);

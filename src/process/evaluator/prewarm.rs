@@ -148,11 +148,7 @@ impl<S: Scheduler, G: Gateway> Runtime<S, G> {
             if guard.is_some() {
                 return Ok(false);
             }
-            let admitted = core.admit(&pid).await?;
-            let mut p = core.load(&pid).await?;
-            p.admitted = Some(admitted);
-            core.resume(&pid, &mut p).await?;
-            core.metrics.process_loaded();
+            let p = core.load_live(&pid).await?;
             let resident = p.instance.as_ref().map_or(0, crate::engine::Instance::resident_bytes);
             *guard = Some(p);
             drop(guard);
